@@ -1,0 +1,3 @@
+//! `qcvr`: the operator CLI.
+
+fn main() {}

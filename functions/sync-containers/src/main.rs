@@ -1,0 +1,3 @@
+//! Lambda entry point (filled in with the sync steps).
+
+fn main() {}

@@ -1,0 +1,1 @@
+//! Run types turned into EventBridge Scheduler expressions, and the business calendar.

@@ -1,0 +1,1 @@
+//! The three sync steps and the Lambda-facing handler types.
