@@ -7,6 +7,7 @@
 //! its cursor and returns `more: true`, and the next invocation resumes from the cursor.
 //! Everything that must survive between invocations lives in the store, never in the payload.
 
+mod chain;
 mod containers;
 mod error;
 mod images;
@@ -25,6 +26,7 @@ use crate::qualys::QualysApi;
 use crate::run::{Counts, RunRecord, RunState, Trigger};
 use crate::store::{StepCursor, Store};
 
+pub use chain::{LOCAL_INVOCATION_TIME, run_chain};
 pub use error::SyncError;
 pub use lambda::{deadline_from_context, handle};
 
