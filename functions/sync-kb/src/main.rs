@@ -1,3 +1,17 @@
-//! Lambda entry point (filled in with the sync steps).
+//! Lambda entry point of the qcvr `sync-kb` step. Everything it does lives in
+//! `qcvr::sync`; this file builds the clients once and hands each invocation over.
 
-fn main() {}
+use lambda_runtime::{Error, LambdaEvent, run, service_fn};
+use qcvr::bootstrap::Production;
+use qcvr::config::Integration;
+use qcvr::sync::{StepInput, handle};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let production = Production::from_env().await?;
+    run(service_fn(|event: LambdaEvent<StepInput>| {
+        handle(Integration::Kb, production.deps(), event)
+    }))
+    .await
+}
