@@ -23,7 +23,11 @@ pub enum Integration {
 
 impl Integration {
     /// All integrations in chain order.
-    pub const ALL: [Integration; 3] = [Integration::Containers, Integration::Images, Integration::Kb];
+    pub const ALL: [Integration; 3] = [
+        Integration::Containers,
+        Integration::Images,
+        Integration::Kb,
+    ];
 
     /// The stable name used in tables, payloads and logs.
     pub fn as_str(self) -> &'static str {

@@ -99,7 +99,12 @@ pub struct RunRecord {
 
 impl RunRecord {
     /// A fresh record in the `Running` state.
-    pub fn start(run_id: &str, integration: Integration, trigger: Trigger, now: DateTime<Utc>) -> Self {
+    pub fn start(
+        run_id: &str,
+        integration: Integration,
+        trigger: Trigger,
+        now: DateTime<Utc>,
+    ) -> Self {
         RunRecord {
             run_id: run_id.to_owned(),
             integration,

@@ -13,13 +13,17 @@ pub enum QualysError {
         retry_after: Duration,
     },
     /// Credentials rejected, token refused twice, permission missing or account expired.
-    #[error("Qualys refused the credentials ({reason}); check the secret's username, password and API permissions")]
+    #[error(
+        "Qualys refused the credentials ({reason}); check the secret's username, password and API permissions"
+    )]
     AuthFailed {
         /// What Qualys said, without any secret.
         reason: String,
     },
     /// 5xx, connection errors or cut-off bodies that outlasted the retry budget.
-    #[error("Qualys is unavailable ({detail}); the state machine retries, check Qualys status if it persists")]
+    #[error(
+        "Qualys is unavailable ({detail}); the state machine retries, check Qualys status if it persists"
+    )]
     Transient {
         /// What failed.
         detail: String,
