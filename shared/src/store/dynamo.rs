@@ -152,17 +152,6 @@ impl Error for SdkFailure {
     }
 }
 
-/// Error codes after which a later retry may succeed.
-const TRANSIENT_CODES: &[&str] = &[
-    "ProvisionedThroughputExceededException",
-    "RequestLimitExceeded",
-    "ThrottlingException",
-    "InternalServerError",
-    "ServiceUnavailable",
-    "LimitExceededException",
-    "TransactionConflictException",
-];
-
 /// Error codes that mean the item or request qcvr built is wrong.
 const BAD_ITEM_CODES: &[&str] = &[
     "ValidationException",
@@ -170,8 +159,8 @@ const BAD_ITEM_CODES: &[&str] = &[
     "ItemCollectionSizeLimitExceededException",
 ];
 
-/// Maps an SDK error: a missing table, a bad item, or (everything else) a failure that a
-/// later retry may get past.
+/// Maps an SDK error: a missing table, a bad item, or (everything else: throttling, 5xx,
+/// timeouts, connection failures) a failure that a later retry may get past.
 fn sdk_error<E>(
     operation: &'static str,
     table: &str,
@@ -185,9 +174,7 @@ where
     let status = err.raw_response().map(|r| r.status().as_u16());
     let bad_item = match &err {
         SdkError::ConstructionFailure(_) => true,
-        SdkError::ServiceError(_) => code
-            .as_deref()
-            .is_some_and(|c| BAD_ITEM_CODES.contains(&c) && !TRANSIENT_CODES.contains(&c)),
+        SdkError::ServiceError(_) => code.as_deref().is_some_and(|c| BAD_ITEM_CODES.contains(&c)),
         _ => false,
     };
     if code.as_deref() == Some("ResourceNotFoundException") {
