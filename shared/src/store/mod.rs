@@ -8,6 +8,7 @@
 pub mod dynamo;
 pub mod error;
 pub mod memory;
+mod plan;
 
 use std::future::Future;
 
