@@ -43,6 +43,16 @@ impl MemoryStore {
     pub fn new() -> Self {
         MemoryStore::default()
     }
+
+    /// Stores a config without validating it, as a hand-edited table item would be.
+    #[cfg(test)]
+    pub(crate) async fn force_config(&self, config: IntegrationConfig) {
+        self.tables
+            .lock()
+            .await
+            .configs
+            .insert(config.integration, config);
+    }
 }
 
 /// The stored content hashes of the given keys.

@@ -26,7 +26,11 @@ pub async fn run_chain<Q: QualysApi, S: Store, C: Clock>(
 ) -> Result<Vec<StepOutput>, SyncError> {
     let mut outputs = Vec::new();
     let mut step = Some(Integration::Containers);
-    let mut input = StepInput { run_id: run_id.to_owned(), trigger, page_budget };
+    let mut input = StepInput {
+        run_id: run_id.to_owned(),
+        trigger,
+        page_budget,
+    };
     while let Some(integration) = step {
         let output = loop {
             let deadline = Instant::now() + LOCAL_INVOCATION_TIME;

@@ -395,3 +395,6 @@ async fn save_own_cursor<S: Store, C: Clock, T: Serialize>(
     store.save_cursor(integration, &cursor).await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

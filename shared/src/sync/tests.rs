@@ -15,7 +15,9 @@ use crate::qualys::{ContainerPage, ContainerQuery, ListCursor, QualysError};
 use crate::store::memory::MemoryStore;
 
 fn at(hour: u32, minute: u32) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 12, 3, hour, minute, 0).single().expect("valid time")
+    Utc.with_ymd_and_hms(2026, 12, 3, hour, minute, 0)
+        .single()
+        .expect("valid time")
 }
 
 /// A scripted Qualys account: containers with vulnerabilities, images and KB entries.
@@ -51,10 +53,23 @@ impl FakeQualys {
                 };
                 let vulns = vec![vuln(100 + (i as u32 % 4), &["a", "b"]), vuln(200, &[])];
                 account.containers.insert(sha, (container, vulns));
-                account.images.insert(image.clone(), Image { sha: image, ..Image::default() });
+                account.images.insert(
+                    image.clone(),
+                    Image {
+                        sha: image,
+                        ..Image::default()
+                    },
+                );
             }
             for qid in [100, 101, 102, 103, 200] {
-                account.kb.insert(qid, KbEntry { qid, title: Some(format!("QID {qid}")), ..KbEntry::default() });
+                account.kb.insert(
+                    qid,
+                    KbEntry {
+                        qid,
+                        title: Some(format!("QID {qid}")),
+                        ..KbEntry::default()
+                    },
+                );
             }
         }
         fake
@@ -72,7 +87,11 @@ fn vuln(qid: Qid, packages: &[&str]) -> Vulnerability {
         severity: Some(3),
         software: packages
             .iter()
-            .map(|p| Software { name: Some((*p).into()), version: Some("1.0".into()), ..Software::default() })
+            .map(|p| Software {
+                name: Some((*p).into()),
+                version: Some("1.0".into()),
+                ..Software::default()
+            })
             .collect(),
         ..Vulnerability::default()
     }
@@ -95,26 +114,47 @@ impl QualysApi for FakeQualys {
                 .values()
                 .map(|(c, _)| c.clone())
                 .filter(|c| !running_only || c.state.as_deref() == Some("RUNNING"))
-                .filter(|c| c.updated.is_some_and(|u| u >= query.window.since && u <= query.window.until))
+                .filter(|c| {
+                    c.updated
+                        .is_some_and(|u| u >= query.window.since && u <= query.window.until)
+                })
                 .collect()
         });
         matching.sort_by(|a, b| (a.updated, &a.sha).cmp(&(b.updated, &b.sha)));
         let size = query.page_size as usize;
         let page: Vec<Container> = matching.iter().skip(offset).take(size).cloned().collect();
-        let next = (offset + size < matching.len())
-            .then(|| ListCursor::Bulk { pagination_query: (offset + size).to_string() });
-        Ok(ContainerPage { containers: page, skipped_without_sha: 0, next })
+        let next = (offset + size < matching.len()).then(|| ListCursor::Bulk {
+            pagination_query: (offset + size).to_string(),
+        });
+        Ok(ContainerPage {
+            containers: page,
+            skipped_without_sha: 0,
+            next,
+        })
     }
 
-    async fn container_vulnerabilities(&self, sha: &str, _deadline: Instant) -> Result<Vec<Vulnerability>, QualysError> {
-        Ok(self.with(|a| a.containers.get(sha).map(|(_, v)| v.clone()).unwrap_or_default()))
+    async fn container_vulnerabilities(
+        &self,
+        sha: &str,
+        _deadline: Instant,
+    ) -> Result<Vec<Vulnerability>, QualysError> {
+        Ok(self.with(|a| {
+            a.containers
+                .get(sha)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        }))
     }
 
     async fn image(&self, sha: &str, _deadline: Instant) -> Result<Option<Image>, QualysError> {
         Ok(self.with(|a| a.images.get(sha).cloned()))
     }
 
-    async fn knowledge_base(&self, qids: &[Qid], _deadline: Instant) -> Result<Vec<KbEntry>, QualysError> {
+    async fn knowledge_base(
+        &self,
+        qids: &[Qid],
+        _deadline: Instant,
+    ) -> Result<Vec<KbEntry>, QualysError> {
         self.with(|a| {
             a.kb_calls += 1;
             if let Some(error) = a.kb_error {
@@ -138,12 +178,21 @@ impl World {
             qualys: FakeQualys::with_account(containers),
             store: MemoryStore::default(),
             clock: ManualClock::new(at(12, 0)),
-            settings: SyncSettings { kb_batch_size: 2, image_page_size: 2, ..SyncSettings::default() },
+            settings: SyncSettings {
+                kb_batch_size: 2,
+                image_page_size: 2,
+                ..SyncSettings::default()
+            },
         }
     }
 
     fn deps(&self) -> Deps<'_, FakeQualys, MemoryStore, ManualClock> {
-        Deps { qualys: &self.qualys, store: &self.store, clock: &self.clock, settings: &self.settings }
+        Deps {
+            qualys: &self.qualys,
+            store: &self.store,
+            clock: &self.clock,
+            settings: &self.settings,
+        }
     }
 
     async fn chain(&self, run_id: &str) -> Result<Vec<StepOutput>, SyncError> {
@@ -151,11 +200,19 @@ impl World {
     }
 
     async fn config(&self) -> IntegrationConfig {
-        self.store.load_config(Integration::Containers).await.expect("load").expect("seeded")
+        self.store
+            .load_config(Integration::Containers)
+            .await
+            .expect("load")
+            .expect("seeded")
     }
 
     async fn run(&self, integration: Integration, run_id: &str) -> RunRecord {
-        self.store.load_run(integration, run_id).await.expect("load").expect("exists")
+        self.store
+            .load_run(integration, run_id)
+            .await
+            .expect("load")
+            .expect("exists")
     }
 }
 
@@ -184,7 +241,11 @@ async fn a_first_chain_syncs_running_containers_their_findings_images_and_kb() {
     // AND the store holds exactly the running containers, 3 findings each, their images, KB
     let containers = world.store.all_containers().await.expect("read");
     assert_eq!(containers.len(), 8);
-    assert!(containers.iter().all(|c| c.state.as_deref() == Some("RUNNING")));
+    assert!(
+        containers
+            .iter()
+            .all(|c| c.state.as_deref() == Some("RUNNING"))
+    );
     assert_eq!(world.store.all_findings().await.expect("read").len(), 8 * 3);
     assert_eq!(world.store.all_images().await.expect("read").len(), 3);
     assert_eq!(world.store.all_kb_entries().await.expect("read").len(), 5);
@@ -205,7 +266,11 @@ async fn a_rerun_of_unchanged_data_reports_nothing_new_or_updated_and_moves_the_
     // GIVEN the same data, with the watermark reset so the window covers it again
     let mut config = world.config().await;
     config.import_since = Some(at(7, 0));
-    world.store.save_config(&config, at(12, 0)).await.expect("save");
+    world
+        .store
+        .save_config(&config, at(12, 0))
+        .await
+        .expect("save");
     world.clock.set(at(13, 0));
 
     // WHEN the chain runs again
@@ -214,13 +279,27 @@ async fn a_rerun_of_unchanged_data_reports_nothing_new_or_updated_and_moves_the_
     // THEN nothing is new or updated, everything is unchanged
     for integration in Integration::ALL {
         let run = world.run(integration, "run-2").await;
-        assert_eq!((run.counts.new, run.counts.updated), (0, 0), "{integration}");
+        assert_eq!(
+            (run.counts.new, run.counts.updated),
+            (0, 0),
+            "{integration}"
+        );
         assert!(run.counts.unchanged > 0, "{integration}");
     }
-    let findings = world.run(Integration::Containers, "run-2").await.findings.expect("counts");
-    assert_eq!((findings.new, findings.updated, findings.unchanged), (0, 0, 24));
+    let findings = world
+        .run(Integration::Containers, "run-2")
+        .await
+        .findings
+        .expect("counts");
+    assert_eq!(
+        (findings.new, findings.updated, findings.unchanged),
+        (0, 0, 24)
+    );
     // AND the watermark moved to this run's bound
-    assert_eq!(world.config().await.import_since, Some(at(13, 0) - chrono::Duration::seconds(30)));
+    assert_eq!(
+        world.config().await.import_since,
+        Some(at(13, 0) - chrono::Duration::seconds(30))
+    );
 }
 
 #[tokio::test]
@@ -252,17 +331,26 @@ async fn a_vanished_finding_is_marked_fixed_and_a_new_one_is_added() {
         .into_iter()
         .filter(|f| f.container_sha == sha)
         .collect();
-    let fixed = findings.iter().find(|f| f.qid == 200).expect("kept, not deleted");
+    let fixed = findings
+        .iter()
+        .find(|f| f.qid == 200)
+        .expect("kept, not deleted");
     assert_eq!(fixed.status, crate::model::FindingStatus::Fixed);
     assert_eq!(fixed.fixed_at, Some(at(12, 30)));
-    assert!(findings.iter().any(|f| f.qid == 103 && f.status == crate::model::FindingStatus::Open));
+    assert!(
+        findings
+            .iter()
+            .any(|f| f.qid == 103 && f.status == crate::model::FindingStatus::Open)
+    );
 }
 
 #[tokio::test]
 async fn a_kb_failure_keeps_the_watermark_and_the_next_run_completes_the_kb() {
     let world = World::new(5);
     world.qualys.with(|a| {
-        a.kb_error = Some(|| QualysError::AuthFailed { reason: "account expired".into() });
+        a.kb_error = Some(|| QualysError::AuthFailed {
+            reason: "account expired".into(),
+        });
     });
 
     // WHEN the chain runs and the KB step fails for good
@@ -272,7 +360,12 @@ async fn a_kb_failure_keeps_the_watermark_and_the_next_run_completes_the_kb() {
     assert_eq!(error.error_type(), "AuthFailed");
     let kb_run = world.run(Integration::Kb, "run-1").await;
     assert_eq!(kb_run.state, RunState::Failed);
-    assert!(kb_run.error.as_deref().is_some_and(|e| e.contains("check the secret")));
+    assert!(
+        kb_run
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("check the secret"))
+    );
     // AND the watermark did not move, and nothing found was lost
     assert_eq!(world.config().await.import_since, None);
     assert_eq!(world.store.all_findings().await.expect("read").len(), 4 * 3);
@@ -292,7 +385,9 @@ async fn a_kb_failure_keeps_the_watermark_and_the_next_run_completes_the_kb() {
 async fn a_rate_limit_leaves_the_run_running_for_the_state_machine_to_retry() {
     let world = World::new(3);
     world.qualys.with(|a| {
-        a.kb_error = Some(|| QualysError::RateLimited { retry_after: Duration::from_secs(1242) });
+        a.kb_error = Some(|| QualysError::RateLimited {
+            retry_after: Duration::from_secs(1242),
+        });
     });
 
     let error = world.chain("run-1").await.expect_err("rate limited");
@@ -304,8 +399,14 @@ async fn a_rate_limit_leaves_the_run_running_for_the_state_machine_to_retry() {
 
     // WHEN the retry comes after the wait
     world.qualys.with(|a| a.kb_error = None);
-    let input = StepInput { run_id: "run-1".into(), trigger: Trigger::Chained, page_budget: None };
-    let output = run_step(Integration::Kb, world.deps(), &input, far_deadline()).await.expect("retry");
+    let input = StepInput {
+        run_id: "run-1".into(),
+        trigger: Trigger::Chained,
+        page_budget: None,
+    };
+    let output = run_step(Integration::Kb, world.deps(), &input, far_deadline())
+        .await
+        .expect("retry");
 
     // THEN the same run finishes and the watermark moves
     assert_eq!(output.state, RunState::Succeeded);
@@ -319,15 +420,25 @@ async fn a_page_budget_makes_each_step_resume_several_times_with_an_exact_result
     let world = World::new(12);
     let mut config = IntegrationConfig::default_for(Integration::Containers);
     config.page_size = 3;
-    world.store.save_config(&config, at(12, 0)).await.expect("save");
+    world
+        .store
+        .save_config(&config, at(12, 0))
+        .await
+        .expect("save");
 
     // WHEN every invocation may handle one page only
     let mut invocations = BTreeMap::new();
     let mut step = Some(Integration::Containers);
-    let mut input = StepInput { run_id: "run-1".into(), trigger: Trigger::Manual, page_budget: Some(1) };
+    let mut input = StepInput {
+        run_id: "run-1".into(),
+        trigger: Trigger::Manual,
+        page_budget: Some(1),
+    };
     while let Some(integration) = step {
         loop {
-            let output = run_step(integration, world.deps(), &input, far_deadline()).await.expect("step");
+            let output = run_step(integration, world.deps(), &input, far_deadline())
+                .await
+                .expect("step");
             *invocations.entry(integration).or_insert(0) += 1;
             if !output.more {
                 step = output.next;
@@ -340,10 +451,22 @@ async fn a_page_budget_makes_each_step_resume_several_times_with_an_exact_result
     // THEN each step returned more: true several times
     assert!(invocations.values().all(|n| *n >= 3), "{invocations:?}");
     // AND the result equals the one-go run
-    assert_eq!(world.store.all_containers().await.expect("read"), reference.store.all_containers().await.expect("read"));
-    assert_eq!(world.store.all_findings().await.expect("read"), reference.store.all_findings().await.expect("read"));
-    assert_eq!(world.store.all_images().await.expect("read"), reference.store.all_images().await.expect("read"));
-    assert_eq!(world.store.all_kb_entries().await.expect("read"), reference.store.all_kb_entries().await.expect("read"));
+    assert_eq!(
+        world.store.all_containers().await.expect("read"),
+        reference.store.all_containers().await.expect("read")
+    );
+    assert_eq!(
+        world.store.all_findings().await.expect("read"),
+        reference.store.all_findings().await.expect("read")
+    );
+    assert_eq!(
+        world.store.all_images().await.expect("read"),
+        reference.store.all_images().await.expect("read")
+    );
+    assert_eq!(
+        world.store.all_kb_entries().await.expect("read"),
+        reference.store.all_kb_entries().await.expect("read")
+    );
     let run = world.run(Integration::Containers, "run-1").await;
     assert_eq!(run.counts.fetched, 10);
     assert!(run.invocations >= 4);
@@ -369,10 +492,23 @@ async fn a_bad_config_fails_the_run_with_a_clear_error_and_writes_no_data() {
         let error = world.chain("run-1").await.expect_err("bad config");
 
         assert_eq!(error.error_type(), "InvalidConfig", "{expected}");
-        assert!(error.to_string().contains(expected), "{error} should say {expected}");
-        assert_eq!(world.run(Integration::Containers, "run-1").await.state, RunState::Failed);
+        assert!(
+            error.to_string().contains(expected),
+            "{error} should say {expected}"
+        );
+        assert_eq!(
+            world.run(Integration::Containers, "run-1").await.state,
+            RunState::Failed
+        );
         assert!(world.store.all_containers().await.expect("read").is_empty());
-        assert!(world.store.pending(crate::store::WorkKind::Image, 10).await.expect("read").is_empty());
+        assert!(
+            world
+                .store
+                .pending(crate::store::WorkKind::Image, 10)
+                .await
+                .expect("read")
+                .is_empty()
+        );
     }
 }
 
@@ -381,7 +517,11 @@ async fn an_inactive_integration_is_skipped_and_says_so() {
     let world = World::new(3);
     let mut config = IntegrationConfig::default_for(Integration::Images);
     config.active = false;
-    world.store.save_config(&config, at(12, 0)).await.expect("save");
+    world
+        .store
+        .save_config(&config, at(12, 0))
+        .await
+        .expect("save");
 
     let outputs = world.chain("run-1").await.expect("chain");
 
@@ -389,7 +529,8 @@ async fn an_inactive_integration_is_skipped_and_says_so() {
     let run = world.run(Integration::Images, "run-1").await;
     assert!(run.error.as_deref().is_some_and(|e| e.contains("inactive")));
     assert!(world.store.all_images().await.expect("read").is_empty());
-    assert_eq!(world.store.all_kb_entries().await.expect("read").len(), 5);
+    // QIDs 100..=102 and 200 of the three containers
+    assert_eq!(world.store.all_kb_entries().await.expect("read").len(), 4);
 }
 
 #[tokio::test]
@@ -398,8 +539,19 @@ async fn a_finished_step_invoked_again_does_nothing() {
     world.chain("run-1").await.expect("chain");
     let before = world.run(Integration::Containers, "run-1").await;
 
-    let input = StepInput { run_id: "run-1".into(), trigger: Trigger::Manual, page_budget: None };
-    let output = run_step(Integration::Containers, world.deps(), &input, far_deadline()).await.expect("again");
+    let input = StepInput {
+        run_id: "run-1".into(),
+        trigger: Trigger::Manual,
+        page_budget: None,
+    };
+    let output = run_step(
+        Integration::Containers,
+        world.deps(),
+        &input,
+        far_deadline(),
+    )
+    .await
+    .expect("again");
 
     assert_eq!(output.state, RunState::Succeeded);
     assert_eq!(world.run(Integration::Containers, "run-1").await, before);
@@ -408,7 +560,18 @@ async fn a_finished_step_invoked_again_does_nothing() {
 #[tokio::test]
 async fn a_run_id_that_step_functions_would_refuse_is_rejected() {
     let world = World::new(1);
-    let input = StepInput { run_id: "has space".into(), trigger: Trigger::Manual, page_budget: None };
-    let error = run_step(Integration::Containers, world.deps(), &input, far_deadline()).await.expect_err("bad id");
+    let input = StepInput {
+        run_id: "has space".into(),
+        trigger: Trigger::Manual,
+        page_budget: None,
+    };
+    let error = run_step(
+        Integration::Containers,
+        world.deps(),
+        &input,
+        far_deadline(),
+    )
+    .await
+    .expect_err("bad id");
     assert_eq!(error.error_type(), "InvalidConfig");
 }
