@@ -1,17 +1,13 @@
 #!/usr/bin/env bash
 # Lints the SAM template (cfn-lint, which runs the SAM transform) and the state machine
-# definitions (statelint). Creates the Python tool venv at .venv when it is missing.
+# definitions (statelint), with the pinned tools of scripts/venv.sh.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
+scripts/venv.sh
 venv="$root/.venv"
-if [[ ! -x "$venv/bin/cfn-lint" || ! -x "$venv/bin/statelint" ]]; then
-    echo "lint-infra: installing cfn-lint and statelint into $venv" >&2
-    [[ -x "$venv/bin/python" ]] || python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet cfn-lint statelint
-fi
 
 echo "lint-infra: cfn-lint infra/template.yaml"
 "$venv/bin/cfn-lint" infra/template.yaml

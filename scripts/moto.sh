@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
 # Starts or stops a local moto server (DynamoDB and friends) for the tests.
 #
-#   scripts/moto.sh start PORT   create .venv with moto if missing, start moto on PORT, wait
+#   scripts/moto.sh start PORT [LAMBDA_PORT]
+#       install the Python tools if missing (scripts/venv.sh), start moto on PORT, wait.
+#       With LAMBDA_PORT, moto's Step Functions interpreter sends Lambda invocations to
+#       127.0.0.1:LAMBDA_PORT (moto reads it from its MOTO_PORT variable), where the local
+#       Lambda endpoint of `qcvr execute` answers.
 #   scripts/moto.sh stop PORT    stop the moto started on PORT
 #
 # Both are idempotent. The pid file and log live in target/moto-PORT.{pid,log}.
 set -euo pipefail
 
-MOTO_VERSION="5.2.5"
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cmd="${1:-}"
 port="${2:-}"
+lambda_port="${3:-$port}"
 
 usage() {
-    echo "usage: scripts/moto.sh start|stop PORT" >&2
+    echo "usage: scripts/moto.sh start PORT [LAMBDA_PORT] | stop PORT" >&2
     exit 2
 }
 
@@ -47,12 +51,8 @@ start() {
         echo "port $port already answers but not from our moto; stop that process or pick another port" >&2
         exit 1
     fi
-    if [[ ! -x "$root/.venv/bin/moto_server" ]]; then
-        echo "installing moto[server]==$MOTO_VERSION into .venv (about a minute)"
-        python3 -m venv "$root/.venv"
-        "$root/.venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
-    fi
-    nohup "$root/.venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$log_file" 2>&1 &
+    "$root/scripts/venv.sh"
+    MOTO_PORT="$lambda_port" nohup "$root/.venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$log_file" 2>&1 &
     echo $! >"$pid_file"
     for _ in $(seq 1 100); do
         if answers; then
