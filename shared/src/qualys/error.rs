@@ -13,13 +13,17 @@ pub enum QualysError {
         retry_after: Duration,
     },
     /// Credentials rejected, token refused twice, permission missing or account expired.
-    #[error("Qualys refused the credentials ({reason}); check the secret's username, password and API permissions")]
+    #[error(
+        "Qualys refused the credentials ({reason}); check the secret's username, password and API permissions"
+    )]
     AuthFailed {
         /// What Qualys said, without any secret.
         reason: String,
     },
     /// 5xx, connection errors or cut-off bodies that outlasted the retry budget.
-    #[error("Qualys is unavailable ({detail}); the state machine retries, check Qualys status if it persists")]
+    #[error(
+        "Qualys is unavailable ({detail}); the state machine retries, check Qualys status if it persists"
+    )]
     Transient {
         /// What failed.
         detail: String,
@@ -58,6 +62,29 @@ impl QualysError {
             QualysError::Transient { .. } => "Transient",
             QualysError::Rejected { .. } | QualysError::Malformed { .. } => "QualysError",
             QualysError::InvalidRequest(_) => "InvalidConfig",
+        }
+    }
+}
+
+/// Why a response body could not be used; decides whether the call is retried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum BodyError {
+    /// The body ends early (cut-off transfer): retried like a 5xx.
+    Truncated(String),
+    /// The body is complete but not in the documented shape: not retried.
+    Invalid(String),
+}
+
+impl BodyError {
+    /// Classifies a serde_json error: end of input means a cut-off body.
+    pub(crate) fn from_json(e: &serde_json::Error) -> BodyError {
+        // serde_json's messages carry a position and the expected type, never the input.
+        if e.is_eof() {
+            BodyError::Truncated(format!("JSON body ends early ({e})"))
+        } else {
+            BodyError::Invalid(format!(
+                "JSON body does not match the documented shape ({e})"
+            ))
         }
     }
 }
