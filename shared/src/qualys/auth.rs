@@ -13,6 +13,7 @@ use std::fmt;
 use std::future::Future;
 
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_secretsmanager::operation::get_secret_value::GetSecretValueError;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
@@ -123,13 +124,17 @@ impl SecretsManagerCredentials {
             .send()
             .await
             .map_err(|e| match &e {
-                SdkError::ServiceError(service) => QualysError::InvalidRequest(format!(
-                    "cannot read the Qualys secret {id} ({}); check QCVR_QUALYS_SECRET_ID and \
-                     the function's secretsmanager:GetSecretValue permission",
-                    service.err().code().unwrap_or("unknown error")
-                )),
+                SdkError::ServiceError(service)
+                    if !matches!(service.err(), GetSecretValueError::InternalServiceError(_)) =>
+                {
+                    QualysError::InvalidRequest(format!(
+                        "cannot read the Qualys secret {id} ({}); check QCVR_QUALYS_SECRET_ID \
+                         and the function's secretsmanager:GetSecretValue permission",
+                        secret_error_name(service.err())
+                    ))
+                }
                 _ => QualysError::Transient {
-                    detail: format!("Secrets Manager unreachable while reading {id}"),
+                    detail: format!("Secrets Manager unavailable while reading {id}"),
                 },
             })?;
         let invalid = || {
@@ -154,6 +159,17 @@ impl SecretsManagerCredentials {
             gateway_url: non_empty(secret.gateway_url),
         })
     }
+}
+
+/// The error's code, or its variant's name when the error carries no code.
+fn secret_error_name(error: &GetSecretValueError) -> &str {
+    error.code().unwrap_or(match error {
+        GetSecretValueError::ResourceNotFoundException(_) => "ResourceNotFoundException",
+        GetSecretValueError::DecryptionFailure(_) => "DecryptionFailure",
+        GetSecretValueError::InvalidParameterException(_) => "InvalidParameterException",
+        GetSecretValueError::InvalidRequestException(_) => "InvalidRequestException",
+        _ => "unknown error",
+    })
 }
 
 impl CredentialsSource for SecretsManagerCredentials {
