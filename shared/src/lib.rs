@@ -4,6 +4,7 @@
 //! The Lambda binaries in `functions/` are thin; everything they do lives here, generic over
 //! the [`qualys::QualysApi`], [`store::Store`] and [`clock::Clock`] traits.
 
+pub mod bootstrap;
 pub mod clock;
 pub mod config;
 pub mod model;

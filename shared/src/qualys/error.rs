@@ -65,3 +65,26 @@ impl QualysError {
         }
     }
 }
+
+/// Why a response body could not be used; decides whether the call is retried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum BodyError {
+    /// The body ends early (cut-off transfer): retried like a 5xx.
+    Truncated(String),
+    /// The body is complete but not in the documented shape: not retried.
+    Invalid(String),
+}
+
+impl BodyError {
+    /// Classifies a serde_json error: end of input means a cut-off body.
+    pub(crate) fn from_json(e: &serde_json::Error) -> BodyError {
+        // serde_json's messages carry a position and the expected type, never the input.
+        if e.is_eof() {
+            BodyError::Truncated(format!("JSON body ends early ({e})"))
+        } else {
+            BodyError::Invalid(format!(
+                "JSON body does not match the documented shape ({e})"
+            ))
+        }
+    }
+}

@@ -4,8 +4,15 @@
 //! This module owns every byte exchanged with Qualys: hosts, auth, paging, rate limits,
 //! retries and parsing. It never touches the store.
 
+pub mod auth;
+pub mod client;
+pub mod cs;
 pub mod error;
+pub mod hosts;
+pub mod kb_xml;
+pub mod limits;
 pub mod qql;
+pub mod time;
 
 use std::future::Future;
 
@@ -16,7 +23,13 @@ use crate::config::ListingMode;
 use crate::model::{Container, Image, KbEntry, Qid, Vulnerability};
 use crate::run::Window;
 
+pub use auth::{
+    Credentials, CredentialsSource, Password, SecretsManagerCredentials, StaticCredentials,
+};
+pub use client::{ClientSettings, QualysClient};
 pub use error::QualysError;
+pub use hosts::QualysHosts;
+pub use limits::RetryPolicy;
 pub use qql::Qql;
 
 /// What to list: the configured filter, the incremental window and the page size.
