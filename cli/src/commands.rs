@@ -256,7 +256,8 @@ enum EdgeArg {
 }
 
 fn parse_integration(s: &str) -> Result<Integration, String> {
-    s.parse().map_err(|e: qcvr::config::ConfigError| e.to_string())
+    s.parse()
+        .map_err(|e: qcvr::config::ConfigError| e.to_string())
 }
 
 /// Runs one parsed command.
@@ -288,7 +289,10 @@ async fn setup(args: SetupArgs) -> anyhow::Result<()> {
     create_tables(&aws_sdk_dynamodb::Client::new(&aws), &prefix).await?;
 
     let mut secret = serde_json::json!({ "username": args.username, "password": args.password });
-    for (key, var) in [("api_url", "QCVR_QUALYS_API_URL"), ("gateway_url", "QCVR_QUALYS_GATEWAY_URL")] {
+    for (key, var) in [
+        ("api_url", "QCVR_QUALYS_API_URL"),
+        ("gateway_url", "QCVR_QUALYS_GATEWAY_URL"),
+    ] {
         if let Ok(value) = std::env::var(var).map(|v| v.trim().to_owned())
             && !value.is_empty()
         {
@@ -296,7 +300,12 @@ async fn setup(args: SetupArgs) -> anyhow::Result<()> {
         }
     }
     let secrets = aws_sdk_secretsmanager::Client::new(&aws);
-    let exists = secrets.describe_secret().secret_id(&args.secret_id).send().await.is_ok();
+    let exists = secrets
+        .describe_secret()
+        .secret_id(&args.secret_id)
+        .send()
+        .await
+        .is_ok();
     if exists {
         secrets
             .put_secret_value()
@@ -319,7 +328,10 @@ async fn setup(args: SetupArgs) -> anyhow::Result<()> {
     for integration in Integration::ALL {
         load_or_seed_config(&store, integration, SystemClock.now()).await?;
     }
-    println!("tables {prefix}*, secret {} and configs are ready", args.secret_id);
+    println!(
+        "tables {prefix}*, secret {} and configs are ready",
+        args.secret_id
+    );
     Ok(())
 }
 
@@ -377,9 +389,17 @@ fn default_run_id() -> String {
 async fn run_in_process(args: RunArgs) -> anyhow::Result<()> {
     let production = Production::from_env().await?;
     let run_id = args.run_id.unwrap_or_else(default_run_id);
-    let result = run_chain(production.deps(), &run_id, Trigger::Manual, args.page_budget).await;
+    let result = run_chain(
+        production.deps(),
+        &run_id,
+        Trigger::Manual,
+        args.page_budget,
+    )
+    .await;
     print_run(&production.store, &run_id, args.json.as_ref()).await?;
-    result.map(|_| ()).with_context(|| format!("run {run_id} failed"))
+    result
+        .map(|_| ())
+        .with_context(|| format!("run {run_id} failed"))
 }
 
 async fn endpoint(args: EndpointArgs) -> anyhow::Result<()> {
@@ -417,7 +437,8 @@ async fn execute(args: ExecuteArgs) -> anyhow::Result<()> {
 
     let asl = std::fs::read_to_string(&args.asl)
         .with_context(|| format!("cannot read {}", args.asl.display()))?;
-    let definition = stepfunctions::substitute(&asl, &local_substitutions(production.store.prefix()))?;
+    let definition =
+        stepfunctions::substitute(&asl, &local_substitutions(production.store.prefix()))?;
     let sfn = aws_sdk_sfn::Client::new(&aws().await);
     let machine = stepfunctions::create_or_update(
         &sfn,
@@ -457,9 +478,13 @@ pub const LOCAL_ROLE_ARN: &str = "arn:aws:iam::123456789012:role/qcvr-local-chai
 /// The values of the state machine's placeholders for a local run: function ARNs whose names
 /// the local Lambda endpoint resolves, and the runs table.
 pub fn local_substitutions(prefix: &str) -> BTreeMap<String, String> {
-    let function = |name: &str| format!("arn:aws:lambda:us-east-1:123456789012:function:{prefix}{name}");
+    let function =
+        |name: &str| format!("arn:aws:lambda:us-east-1:123456789012:function:{prefix}{name}");
     BTreeMap::from([
-        ("SyncContainersFunctionArn".to_owned(), function("sync-containers")),
+        (
+            "SyncContainersFunctionArn".to_owned(),
+            function("sync-containers"),
+        ),
         ("SyncImagesFunctionArn".to_owned(), function("sync-images")),
         ("SyncKbFunctionArn".to_owned(), function("sync-kb")),
         ("RunsTableName".to_owned(), format!("{prefix}runs")),
@@ -481,7 +506,11 @@ async fn runs(args: RunsArgs) -> anyhow::Result<()> {
     }
 }
 
-async fn print_run<S: Store>(store: &S, run_id: &str, json: Option<&PathBuf>) -> anyhow::Result<()> {
+async fn print_run<S: Store>(
+    store: &S,
+    run_id: &str,
+    json: Option<&PathBuf>,
+) -> anyhow::Result<()> {
     let mut records = Vec::new();
     for integration in Integration::ALL {
         if let Some(run) = store.load_run(integration, run_id).await? {
@@ -495,7 +524,8 @@ fn emit(records: &[RunRecord], json: Option<&PathBuf>) -> anyhow::Result<()> {
     print!("{}", runs_table(records));
     if let Some(path) = json {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
         }
         std::fs::write(path, serde_json::to_string_pretty(records)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
@@ -522,7 +552,9 @@ fn schedule_expression(args: ScheduleArgs) -> anyhow::Result<()> {
         value.with_context(|| format!("{:?} needs --{flag}", args.run_type))
     };
     let spec = match args.run_type {
-        RunTypeArg::Daily => ScheduleSpec::Daily { at: need(args.at.clone(), "at")?.parse::<TimeOfDay>()? },
+        RunTypeArg::Daily => ScheduleSpec::Daily {
+            at: need(args.at.clone(), "at")?.parse::<TimeOfDay>()?,
+        },
         RunTypeArg::Weekly => ScheduleSpec::Weekly {
             day: need(args.day.clone(), "day")?.parse::<DayOfWeek>()?,
             at: need(args.at.clone(), "at")?.parse::<TimeOfDay>()?,
@@ -531,24 +563,31 @@ fn schedule_expression(args: ScheduleArgs) -> anyhow::Result<()> {
             day: need(args.day.clone(), "day")?.parse::<MonthDay>()?,
             at: need(args.at.clone(), "at")?.parse::<TimeOfDay>()?,
         },
-        RunTypeArg::Periodically => {
-            ScheduleSpec::Periodically { every: need(args.every.clone(), "every")?.parse::<Interval>()? }
-        }
-        RunTypeArg::Once => ScheduleSpec::Once { at: need(args.at.clone(), "at")?.parse::<OnceAt>()? },
+        RunTypeArg::Periodically => ScheduleSpec::Periodically {
+            every: need(args.every.clone(), "every")?.parse::<Interval>()?,
+        },
+        RunTypeArg::Once => ScheduleSpec::Once {
+            at: need(args.at.clone(), "at")?.parse::<OnceAt>()?,
+        },
         RunTypeArg::OnDemand => ScheduleSpec::OnDemand,
         RunTypeArg::CalendarStart => ScheduleSpec::CalendarStart,
         RunTypeArg::CalendarEnd => ScheduleSpec::CalendarEnd,
     };
     match spec.expression() {
         Some(expression) => println!("{expression}"),
-        None => println!("(no recurring schedule: this run type is started by hand or by calendar entries)"),
+        None => println!(
+            "(no recurring schedule: this run type is started by hand or by calendar entries)"
+        ),
     }
     Ok(())
 }
 
 async fn calendar(command: CalendarCommand) -> anyhow::Result<()> {
     let aws = aws().await;
-    let calendars = CalendarStore::new(aws_sdk_dynamodb::Client::new(&aws), &table_prefix_from_env());
+    let calendars = CalendarStore::new(
+        aws_sdk_dynamodb::Client::new(&aws),
+        &table_prefix_from_env(),
+    );
     match command {
         CalendarCommand::Add(args) => {
             let entry = CalendarEntry {
@@ -560,12 +599,21 @@ async fn calendar(command: CalendarCommand) -> anyhow::Result<()> {
             };
             entry.validate()?;
             calendars.put(&entry).await?;
-            println!("entry {} added to calendar {}; run `qcvr calendar sync` to schedule it", entry.entry_id, entry.calendar);
+            println!(
+                "entry {} added to calendar {}; run `qcvr calendar sync` to schedule it",
+                entry.entry_id, entry.calendar
+            );
             Ok(())
         }
         CalendarCommand::List(args) => {
             for entry in calendars.list(&args.calendar).await? {
-                println!("{}\t{}\t{}\t{}", entry.entry_id, entry.start.to_rfc3339(), entry.end.to_rfc3339(), entry.name);
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    entry.entry_id,
+                    entry.start.to_rfc3339(),
+                    entry.end.to_rfc3339(),
+                    entry.name
+                );
             }
             Ok(())
         }

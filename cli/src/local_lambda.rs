@@ -63,7 +63,10 @@ where
         requests: AtomicU64::new(0),
     });
     let app = Router::new()
-        .route("/2015-03-31/functions/{name}/invocations", post(invoke::<Q, S, C>))
+        .route(
+            "/2015-03-31/functions/{name}/invocations",
+            post(invoke::<Q, S, C>),
+        )
         .fallback(forward::<Q, S, C>)
         .with_state(endpoint);
     let addr: SocketAddr = listener.local_addr()?;
@@ -73,7 +76,9 @@ where
 
 /// The step a function name (or ARN, possibly with a qualifier) stands for.
 pub fn step_of(function: &str) -> Option<Integration> {
-    let name = function.rsplit_once(":function:").map_or(function, |(_, rest)| rest);
+    let name = function
+        .rsplit_once(":function:")
+        .map_or(function, |(_, rest)| rest);
     let name = name.split(':').next().unwrap_or(name);
     [
         ("sync-containers", Integration::Containers),
@@ -90,10 +95,18 @@ async fn invoke<Q: QualysApi, S: Store, C: Clock>(
     Path(function): Path<String>,
     body: Bytes,
 ) -> Response {
-    let request_id = format!("local-{:08}", endpoint.requests.fetch_add(1, Ordering::Relaxed));
+    let request_id = format!(
+        "local-{:08}",
+        endpoint.requests.fetch_add(1, Ordering::Relaxed)
+    );
     let Some(integration) = step_of(&function) else {
         let message = format!("no qcvr step is named like {function:?}");
-        return lambda_error(&request_id, "ResourceNotFoundException", &message, StatusCode::NOT_FOUND);
+        return lambda_error(
+            &request_id,
+            "ResourceNotFoundException",
+            &message,
+            StatusCode::NOT_FOUND,
+        );
     };
     let input: StepInput = match serde_json::from_slice(&body) {
         Ok(input) => input,
@@ -103,7 +116,12 @@ async fn invoke<Q: QualysApi, S: Store, C: Clock>(
         }
     };
     let f = &endpoint.functions;
-    let deps = Deps { qualys: &f.qualys, store: &f.store, clock: &f.clock, settings: &f.settings };
+    let deps = Deps {
+        qualys: &f.qualys,
+        store: &f.store,
+        clock: &f.clock,
+        settings: &f.settings,
+    };
     let deadline = Instant::now() + LOCAL_INVOCATION_TIME;
     match run_step(integration, deps, &input, deadline).await {
         Ok(output) => {
@@ -115,7 +133,12 @@ async fn invoke<Q: QualysApi, S: Store, C: Clock>(
         }
         Err(error) => {
             warn!(%integration, error_type = error.error_type(), %error, "local invocation failed");
-            lambda_error(&request_id, error.error_type(), &error.to_string(), StatusCode::OK)
+            lambda_error(
+                &request_id,
+                error.error_type(),
+                &error.to_string(),
+                StatusCode::OK,
+            )
         }
     }
 }
@@ -139,7 +162,10 @@ fn set_header(headers: &mut HeaderMap, name: &'static str, value: &str) {
 }
 
 /// Passes any other request to moto and its answer back.
-async fn forward<Q, S, C>(State(endpoint): State<Arc<Endpoint<Q, S, C>>>, request: Request) -> Response {
+async fn forward<Q, S, C>(
+    State(endpoint): State<Arc<Endpoint<Q, S, C>>>,
+    request: Request,
+) -> Response {
     let (parts, body) = request.into_parts();
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let url = format!("{}{}", endpoint.moto_url, path);
@@ -166,7 +192,11 @@ async fn forward<Q, S, C>(State(endpoint): State<Arc<Endpoint<Q, S, C>>>, reques
             }
             response
         }
-        Err(e) => (StatusCode::BAD_GATEWAY, format!("moto is not reachable at {url}: {e}")).into_response(),
+        Err(e) => (
+            StatusCode::BAD_GATEWAY,
+            format!("moto is not reachable at {url}: {e}"),
+        )
+            .into_response(),
     }
 }
 

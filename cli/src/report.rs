@@ -7,8 +7,18 @@ use qcvr::run::RunRecord;
 /// Renders run records as a table, one row per integration run.
 pub fn runs_table(runs: &[RunRecord]) -> String {
     let header = [
-        "integration", "state", "started", "ended", "window", "fetched", "new", "updated",
-        "unchanged", "failed", "findings n/u/f", "error",
+        "integration",
+        "state",
+        "started",
+        "ended",
+        "window",
+        "fetched",
+        "new",
+        "updated",
+        "unchanged",
+        "failed",
+        "findings n/u/f",
+        "error",
     ];
     let rows: Vec<[String; 12]> = runs.iter().map(row).collect();
     let mut widths = header.map(str::len);
@@ -19,8 +29,11 @@ pub fn runs_table(runs: &[RunRecord]) -> String {
     }
     let mut out = String::new();
     let mut line = |cells: &[String]| {
-        let text: Vec<String> =
-            cells.iter().zip(widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
+        let text: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
         let _ = writeln!(out, "{}", text.join("  ").trim_end());
     };
     line(&header.map(str::to_owned));
@@ -32,11 +45,18 @@ pub fn runs_table(runs: &[RunRecord]) -> String {
 
 fn row(run: &RunRecord) -> [String; 12] {
     let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
-        t.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_else(|| "-".into())
+        t.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+            .unwrap_or_else(|| "-".into())
     };
     let window = run
         .window
-        .map(|w| format!("{} .. {}", w.since.format("%m-%d %H:%M:%S"), w.until.format("%m-%d %H:%M:%S")))
+        .map(|w| {
+            format!(
+                "{} .. {}",
+                w.since.format("%m-%d %H:%M:%S"),
+                w.until.format("%m-%d %H:%M:%S")
+            )
+        })
         .unwrap_or_else(|| "-".into());
     let findings = run
         .findings
@@ -45,7 +65,10 @@ fn row(run: &RunRecord) -> [String; 12] {
     let error = run.error.clone().unwrap_or_default();
     [
         run.integration.to_string(),
-        serde_json::to_value(run.state).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+        serde_json::to_value(run.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
         time(Some(run.started_at)),
         time(run.ended_at),
         window,
@@ -68,10 +91,19 @@ mod tests {
 
     #[test]
     fn table_lists_each_run_with_its_counts() {
-        let start = chrono::Utc.with_ymd_and_hms(2026, 12, 3, 10, 0, 0).single().expect("valid date");
+        let start = chrono::Utc
+            .with_ymd_and_hms(2026, 12, 3, 10, 0, 0)
+            .single()
+            .expect("valid date");
         let mut run = RunRecord::start("demo-1", Integration::Images, Trigger::Chained, start);
         run.state = RunState::Succeeded;
-        run.counts = Counts { fetched: 12, new: 10, updated: 1, unchanged: 1, failed: 0 };
+        run.counts = Counts {
+            fetched: 12,
+            new: 10,
+            updated: 1,
+            unchanged: 1,
+            failed: 0,
+        };
 
         let table = runs_table(&[run]);
 

@@ -27,8 +27,10 @@ pub fn placeholders(asl: &str) -> Vec<String> {
 /// Fills every placeholder; a placeholder without a value is an error, so the file and the
 /// substitutions cannot drift apart unnoticed.
 pub fn substitute(asl: &str, values: &BTreeMap<String, String>) -> anyhow::Result<String> {
-    let missing: Vec<String> =
-        placeholders(asl).into_iter().filter(|p| !values.contains_key(p)).collect();
+    let missing: Vec<String> = placeholders(asl)
+        .into_iter()
+        .filter(|p| !values.contains_key(p))
+        .collect();
     if !missing.is_empty() {
         bail!("the state machine needs values for {}", missing.join(", "));
     }
@@ -66,7 +68,11 @@ pub async fn create_or_update(
     definition: &str,
     role_arn: &str,
 ) -> anyhow::Result<String> {
-    let existing = sfn.list_state_machines().send().await.context("listing state machines")?;
+    let existing = sfn
+        .list_state_machines()
+        .send()
+        .await
+        .context("listing state machines")?;
     if let Some(machine) = existing.state_machines().iter().find(|m| m.name() == name) {
         sfn.update_state_machine()
             .state_machine_arn(machine.state_machine_arn())
@@ -154,6 +160,9 @@ mod tests {
         assert!(missing.to_string().contains("Two"));
 
         values.insert("Two".to_owned(), "2".to_owned());
-        assert_eq!(substitute(asl, &values).expect("all filled"), r#"{"A":"1","B":"2","C":"1"}"#);
+        assert_eq!(
+            substitute(asl, &values).expect("all filled"),
+            r#"{"A":"1","B":"2","C":"1"}"#
+        );
     }
 }

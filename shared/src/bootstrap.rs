@@ -53,11 +53,21 @@ impl Production {
             SecretsManagerCredentials::new(aws_sdk_secretsmanager::Client::new(&aws), secret_id);
         let qualys = QualysClient::connect(ClientSettings::from_env()?, credentials).await?;
         let store = DynamoStore::from_env(aws_sdk_dynamodb::Client::new(&aws));
-        Ok(Production { qualys, store, clock: SystemClock, settings: SyncSettings::from_env()? })
+        Ok(Production {
+            qualys,
+            store,
+            clock: SystemClock,
+            settings: SyncSettings::from_env()?,
+        })
     }
 
     /// The dependencies of a step, borrowed from here.
     pub fn deps(&self) -> Deps<'_, ProductionQualys, DynamoStore, SystemClock> {
-        Deps { qualys: &self.qualys, store: &self.store, clock: &self.clock, settings: &self.settings }
+        Deps {
+            qualys: &self.qualys,
+            store: &self.store,
+            clock: &self.clock,
+            settings: &self.settings,
+        }
     }
 }

@@ -119,7 +119,9 @@ async fn sync_page<Q: QualysApi, S: Store, C: Clock>(
     deadline: Instant,
     run_id: &str,
 ) -> Result<ContainerOutcome, SyncError> {
-    let results: Vec<(ContainerOutcome, BTreeSet<u32>)> = stream::iter(containers)
+    // Owned items keep the stream's futures free of higher-ranked borrows, so the handler's
+    // future stays `Send` for the Lambda runtime and the local endpoint.
+    let results: Vec<(ContainerOutcome, BTreeSet<u32>)> = stream::iter(containers.to_vec())
         .map(|container| sync_one(deps, container, deadline))
         .buffer_unordered(deps.settings.detail_concurrency)
         .try_collect()
@@ -147,7 +149,7 @@ async fn sync_page<Q: QualysApi, S: Store, C: Clock>(
 
 async fn sync_one<Q: QualysApi, S: Store, C: Clock>(
     deps: Deps<'_, Q, S, C>,
-    container: &Container,
+    container: Container,
     deadline: Instant,
 ) -> Result<(ContainerOutcome, BTreeSet<u32>), SyncError> {
     let vulns = match deps
@@ -177,7 +179,7 @@ async fn sync_one<Q: QualysApi, S: Store, C: Clock>(
     let qids = findings.iter().map(|f| f.qid).collect();
     let outcome = deps
         .store
-        .sync_container(container, &findings, deps.clock.now())
+        .sync_container(&container, &findings, deps.clock.now())
         .await?;
     Ok((outcome, qids))
 }

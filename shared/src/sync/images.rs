@@ -32,10 +32,10 @@ pub(super) async fn sync<Q: QualysApi, S: Store, C: Clock>(
         }
 
         let deadline = budget.deadline();
-        let fetched: Vec<_> = stream::iter(&shas)
+        let fetched: Vec<_> = stream::iter(shas.clone())
             .map(|sha| async move {
                 deps.qualys
-                    .image(sha, deadline)
+                    .image(&sha, deadline)
                     .await
                     .map(|image| (sha, image))
             })
