@@ -101,10 +101,7 @@ fn element(e: &quick_xml::events::BytesStart<'_>) -> Node {
             .attributes()
             .map(|a| {
                 let a = a.expect("attribute");
-                (
-                    a.key.as_ref().to_string(),
-                    a.value.as_ref().to_string(),
-                )
+                (a.key.as_ref().to_string(), a.value.as_ref().to_string())
             })
             .collect(),
         text: String::new(),
