@@ -56,7 +56,7 @@ impl KbEntry {
             return;
         }
         // Free text alternates between CDATA and escaped plain text, as real answers mix both.
-        let cdata = self.qid % 3 != 0;
+        let cdata = !self.qid.is_multiple_of(3);
         let text = |value: &str| {
             if cdata {
                 format!("<![CDATA[{value}]]>")

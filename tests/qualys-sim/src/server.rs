@@ -334,7 +334,7 @@ async fn answer(shared: &Arc<Shared>, call: &Call, fired: &[Fault], running: u32
         if let Some(status) = server_error(fired) {
             return Reply::error(
                 status,
-                &status.to_string(),
+                &error_code(status),
                 "Service temporarily unavailable.",
             );
         }
@@ -353,7 +353,7 @@ async fn answer(shared: &Arc<Shared>, call: &Call, fired: &[Fault], running: u32
         } else {
             Reply::error(
                 status,
-                &status.to_string(),
+                &error_code(status),
                 "The service is temporarily unavailable.",
             )
         };
@@ -434,6 +434,16 @@ async fn answer(shared: &Arc<Shared>, call: &Call, fired: &[Fault], running: u32
         }
     };
     with_headers(reply, &verdict)
+}
+
+/// `500 INTERNAL_SERVER_ERROR`, in the style of the documented `400 BAD_REQUEST`.
+fn error_code(status: StatusCode) -> String {
+    let reason = status.canonical_reason().unwrap_or("ERROR");
+    format!(
+        "{} {}",
+        status.as_u16(),
+        reason.to_uppercase().replace(' ', "_")
+    )
 }
 
 fn server_error(fired: &[Fault]) -> Option<StatusCode> {
