@@ -304,6 +304,13 @@ async fn server_error_bursts_truncation_and_resets() {
         );
     }
     assert_eq!(statuses, vec![502, 502, 502, 200]);
+    sim.add_fault(FaultRule::once(Fault::ServerError { status: 503 }));
+    let body: Value = gateway_get(&sim, &token, "/csapi/v1.3/containers", &[])
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(body["errorCode"], "503 SERVICE_UNAVAILABLE");
 
     // Truncated: the full status, half the body, not parseable.
     let full = gateway_get(&sim, &token, "/csapi/v1.3/containers", &[])
