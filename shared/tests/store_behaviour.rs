@@ -103,7 +103,10 @@ fn run(run_id: &str, integration: Integration, started_at: DateTime<Utc>) -> Run
 async fn config_is_validated_on_write<S: Store>(store: &S) {
     let now = at(12, 0);
     assert_eq!(
-        store.load_config(Integration::Containers).await.ok(),
+        store
+            .load_config(Integration::Containers, chrono::Utc::now())
+            .await
+            .ok(),
         Some(None)
     );
 
@@ -114,11 +117,17 @@ async fn config_is_validated_on_write<S: Store>(store: &S) {
         .await
         .expect("defaults are valid");
     let loaded = store
-        .load_config(Integration::Containers)
+        .load_config(Integration::Containers, chrono::Utc::now())
         .await
         .expect("loads");
     assert_eq!(loaded, Some(seed.clone()));
-    assert_eq!(store.load_config(Integration::Kb).await.ok(), Some(None));
+    assert_eq!(
+        store
+            .load_config(Integration::Kb, chrono::Utc::now())
+            .await
+            .ok(),
+        Some(None)
+    );
 
     // WHEN a config is invalid THEN it is refused and the stored one stays
     let refused = [
@@ -162,7 +171,7 @@ async fn config_is_validated_on_write<S: Store>(store: &S) {
         other => panic!("expected SinceInFuture, got {other:?}"),
     }
     let loaded = store
-        .load_config(Integration::Containers)
+        .load_config(Integration::Containers, chrono::Utc::now())
         .await
         .expect("loads");
     assert_eq!(loaded, Some(seed.clone()));
@@ -175,7 +184,7 @@ async fn config_is_validated_on_write<S: Store>(store: &S) {
     };
     store.save_config(&changed, now).await.expect("valid");
     let loaded = store
-        .load_config(Integration::Containers)
+        .load_config(Integration::Containers, chrono::Utc::now())
         .await
         .expect("loads");
     assert_eq!(loaded, Some(changed));
@@ -719,7 +728,9 @@ async fn moto_config_is_validated_on_read() {
         .send()
         .await
         .expect("updates");
-    let err = store.load_config(Integration::Images).await;
+    let err = store
+        .load_config(Integration::Images, chrono::Utc::now())
+        .await;
     assert!(
         matches!(
             err,
@@ -737,7 +748,9 @@ async fn moto_config_is_validated_on_read() {
         .send()
         .await
         .expect("updates");
-    let err = store.load_config(Integration::Images).await;
+    let err = store
+        .load_config(Integration::Images, chrono::Utc::now())
+        .await;
     assert!(matches!(err, Err(StoreError::Corrupt { .. })), "{err:?}");
 }
 
@@ -833,7 +846,10 @@ async fn moto_findings_of_a_container_are_read_across_pages() {
 async fn moto_missing_tables_are_reported() {
     let store = DynamoStore::new(moto_client(), unique_prefix("absent"));
     let table = store.table("config");
-    match store.load_config(Integration::Containers).await {
+    match store
+        .load_config(Integration::Containers, chrono::Utc::now())
+        .await
+    {
         Err(StoreError::MissingTable { table: t }) => assert_eq!(t, table),
         other => panic!("expected MissingTable, got {other:?}"),
     }

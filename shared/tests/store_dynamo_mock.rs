@@ -206,7 +206,9 @@ async fn a_missing_table_is_reported_as_such() {
         .build();
     let client = mock_client!(aws_sdk_dynamodb, [&get]);
 
-    let err = store(client).load_config(Integration::Containers).await;
+    let err = store(client)
+        .load_config(Integration::Containers, chrono::Utc::now())
+        .await;
 
     match err {
         Err(StoreError::MissingTable { table }) => assert_eq!(table, "mock-config"),
@@ -226,7 +228,9 @@ async fn throttling_is_unavailable() {
         config.retry_config(RetryConfig::disabled())
     });
 
-    let err = store(client).load_config(Integration::Kb).await;
+    let err = store(client)
+        .load_config(Integration::Kb, chrono::Utc::now())
+        .await;
 
     assert!(
         matches!(
@@ -255,7 +259,9 @@ async fn a_malformed_config_item_is_corrupt() {
     });
     let client = mock_client!(aws_sdk_dynamodb, [&get]);
 
-    let err = store(client).load_config(Integration::Kb).await;
+    let err = store(client)
+        .load_config(Integration::Kb, chrono::Utc::now())
+        .await;
 
     assert!(matches!(err, Err(StoreError::Corrupt { .. })), "{err:?}");
 }

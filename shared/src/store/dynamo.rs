@@ -558,6 +558,7 @@ impl Store for DynamoStore {
     async fn load_config(
         &self,
         integration: Integration,
+        now: DateTime<Utc>,
     ) -> Result<Option<IntegrationConfig>, StoreError> {
         let table = self.table(CONFIG_TABLE);
         let out = self
@@ -573,7 +574,7 @@ impl Store for DynamoStore {
             return Ok(None);
         };
         let config: IntegrationConfig = decode(&item, &table, integration.as_str())?;
-        config.validate(Utc::now())?;
+        config.validate(now)?;
         Ok(Some(config))
     }
 

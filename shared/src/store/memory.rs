@@ -92,10 +92,11 @@ impl Store for MemoryStore {
     async fn load_config(
         &self,
         integration: Integration,
+        now: DateTime<Utc>,
     ) -> Result<Option<IntegrationConfig>, StoreError> {
         let config = self.tables.lock().await.configs.get(&integration).cloned();
         if let Some(config) = &config {
-            config.validate(Utc::now())?;
+            config.validate(now)?;
         }
         Ok(config)
     }

@@ -54,10 +54,12 @@ pub struct StepCursor {
 
 /// Everything qcvr keeps. Every method is safe to repeat.
 pub trait Store: Send + Sync {
-    /// The integration's config, `None` before the first save. Validated on read.
+    /// The integration's config, `None` before the first save. Validated on read against
+    /// `now` (the caller's clock).
     fn load_config(
         &self,
         integration: Integration,
+        now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Option<IntegrationConfig>, StoreError>> + Send;
 
     /// Saves a config after validating it against `now`.

@@ -289,7 +289,7 @@ pub async fn load_or_seed_config<S: Store>(
     integration: Integration,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<IntegrationConfig, SyncError> {
-    if let Some(config) = store.load_config(integration).await? {
+    if let Some(config) = store.load_config(integration, now).await? {
         return Ok(config);
     }
     let config = IntegrationConfig::default_for(integration);

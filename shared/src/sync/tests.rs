@@ -201,7 +201,7 @@ impl World {
 
     async fn config(&self) -> IntegrationConfig {
         self.store
-            .load_config(Integration::Containers)
+            .load_config(Integration::Containers, chrono::Utc::now())
             .await
             .expect("load")
             .expect("seeded")
