@@ -96,29 +96,12 @@ struct ConfigSetArgs {
     #[arg(long)]
     import_since: Option<String>,
     /// Container listing: paged or bulk.
-    #[arg(long, value_enum)]
-    listing_mode: Option<ListingArg>,
-    /// Run type of the chain.
-    #[arg(long, value_enum)]
-    run_type: Option<RunTypeArg>,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum ListingArg {
-    Paged,
-    Bulk,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum RunTypeArg {
-    Daily,
-    Weekly,
-    Monthly,
-    Periodically,
-    Once,
-    OnDemand,
-    CalendarStart,
-    CalendarEnd,
+    #[arg(long, value_parser = parse_name::<ListingMode>)]
+    listing_mode: Option<ListingMode>,
+    /// Run type of the chain (daily, weekly, monthly, periodically, once, on-demand,
+    /// calendar-start, calendar-end).
+    #[arg(long, value_parser = parse_name::<RunType>)]
+    run_type: Option<RunType>,
 }
 
 #[derive(Debug, Args)]
@@ -181,8 +164,8 @@ struct RunsArgs {
 #[derive(Debug, Args)]
 struct ScheduleArgs {
     /// daily, weekly, monthly, periodically, once, on-demand, calendar-start, calendar-end.
-    #[arg(value_enum)]
-    run_type: RunTypeArg,
+    #[arg(value_parser = parse_name::<RunType>)]
+    run_type: RunType,
     /// Time of day `HH:MM` (daily, weekly, monthly) or date-time `YYYY-MM-DDTHH:MM` (once).
     #[arg(long)]
     at: Option<String>,
@@ -258,6 +241,12 @@ enum EdgeArg {
 fn parse_integration(s: &str) -> Result<Integration, String> {
     s.parse()
         .map_err(|e: qcvr::config::ConfigError| e.to_string())
+}
+
+/// Parses a config enum by its stored name; `on-demand` and `on_demand` both work.
+fn parse_name<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, String> {
+    serde_json::from_value(serde_json::Value::String(s.replace('-', "_")))
+        .map_err(|_| format!("{s:?} is not one of the accepted names"))
 }
 
 /// Runs one parsed command.
@@ -369,13 +358,10 @@ async fn config_set(args: ConfigSetArgs) -> anyhow::Result<()> {
         };
     }
     if let Some(mode) = args.listing_mode {
-        config.listing_mode = match mode {
-            ListingArg::Paged => ListingMode::Paged,
-            ListingArg::Bulk => ListingMode::Bulk,
-        };
+        config.listing_mode = mode;
     }
     if let Some(run_type) = args.run_type {
-        config.run_type = run_type_of(run_type);
+        config.run_type = run_type;
     }
     store.save_config(&config, now).await?;
     println!("{}", serde_json::to_string_pretty(&config)?);
@@ -534,44 +520,31 @@ fn emit(records: &[RunRecord], json: Option<&PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run_type_of(arg: RunTypeArg) -> RunType {
-    match arg {
-        RunTypeArg::Daily => RunType::Daily,
-        RunTypeArg::Weekly => RunType::Weekly,
-        RunTypeArg::Monthly => RunType::Monthly,
-        RunTypeArg::Periodically => RunType::Periodically,
-        RunTypeArg::Once => RunType::Once,
-        RunTypeArg::OnDemand => RunType::OnDemand,
-        RunTypeArg::CalendarStart => RunType::CalendarStart,
-        RunTypeArg::CalendarEnd => RunType::CalendarEnd,
-    }
-}
-
 fn schedule_expression(args: ScheduleArgs) -> anyhow::Result<()> {
     let need = |value: Option<String>, flag: &str| {
         value.with_context(|| format!("{:?} needs --{flag}", args.run_type))
     };
     let spec = match args.run_type {
-        RunTypeArg::Daily => ScheduleSpec::Daily {
+        RunType::Daily => ScheduleSpec::Daily {
             at: need(args.at.clone(), "at")?.parse::<TimeOfDay>()?,
         },
-        RunTypeArg::Weekly => ScheduleSpec::Weekly {
+        RunType::Weekly => ScheduleSpec::Weekly {
             day: need(args.day.clone(), "day")?.parse::<DayOfWeek>()?,
             at: need(args.at.clone(), "at")?.parse::<TimeOfDay>()?,
         },
-        RunTypeArg::Monthly => ScheduleSpec::Monthly {
+        RunType::Monthly => ScheduleSpec::Monthly {
             day: need(args.day.clone(), "day")?.parse::<MonthDay>()?,
             at: need(args.at.clone(), "at")?.parse::<TimeOfDay>()?,
         },
-        RunTypeArg::Periodically => ScheduleSpec::Periodically {
+        RunType::Periodically => ScheduleSpec::Periodically {
             every: need(args.every.clone(), "every")?.parse::<Interval>()?,
         },
-        RunTypeArg::Once => ScheduleSpec::Once {
+        RunType::Once => ScheduleSpec::Once {
             at: need(args.at.clone(), "at")?.parse::<OnceAt>()?,
         },
-        RunTypeArg::OnDemand => ScheduleSpec::OnDemand,
-        RunTypeArg::CalendarStart => ScheduleSpec::CalendarStart,
-        RunTypeArg::CalendarEnd => ScheduleSpec::CalendarEnd,
+        RunType::OnDemand => ScheduleSpec::OnDemand,
+        RunType::CalendarStart => ScheduleSpec::CalendarStart,
+        RunType::CalendarEnd => ScheduleSpec::CalendarEnd,
     };
     match spec.expression() {
         Some(expression) => println!("{expression}"),
