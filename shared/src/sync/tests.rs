@@ -575,3 +575,48 @@ async fn a_run_id_that_step_functions_would_refuse_is_rejected() {
     .expect_err("bad id");
     assert_eq!(error.error_type(), "InvalidConfig");
 }
+
+#[tokio::test]
+async fn an_invocation_near_its_lambda_deadline_saves_and_asks_to_be_called_again() {
+    let world = World::new(6);
+    let input = StepInput {
+        run_id: "run-1".into(),
+        trigger: Trigger::Manual,
+        page_budget: None,
+    };
+
+    // WHEN the Lambda has less time left than the deadline margin
+    let nearly_over = Instant::now() + Duration::from_secs(5);
+    let output = run_step(Integration::Containers, world.deps(), &input, nearly_over)
+        .await
+        .expect("step");
+
+    // THEN it starts no page, keeps the run open and asks to be invoked again
+    assert!(output.more);
+    assert_eq!(output.state, RunState::Running);
+    assert_eq!(output.next, None);
+    let run = world.run(Integration::Containers, "run-1").await;
+    assert_eq!((run.state, run.counts.fetched), (RunState::Running, 0));
+    assert!(
+        run.window.is_some(),
+        "the window is fixed at the first invocation"
+    );
+
+    // AND the next invocation, with time to spare, finishes the same run
+    let output = run_step(
+        Integration::Containers,
+        world.deps(),
+        &input,
+        far_deadline(),
+    )
+    .await
+    .expect("step");
+    assert_eq!((output.more, output.state), (false, RunState::Succeeded));
+    assert_eq!(
+        world
+            .run(Integration::Containers, "run-1")
+            .await
+            .invocations,
+        2
+    );
+}
