@@ -500,7 +500,7 @@ async fn runs(args: RunsArgs) -> anyhow::Result<()> {
             for integration in Integration::ALL {
                 records.extend(store.list_runs(integration, args.limit).await?);
             }
-            records.sort_by(|a, b| b.started_at.cmp(&a.started_at));
+            records.sort_by_key(|r| std::cmp::Reverse(r.started_at));
             emit(&records, args.json.as_ref())
         }
     }

@@ -31,7 +31,9 @@ use qcvr::sync::{LOCAL_INVOCATION_TIME, SyncSettings, load_or_seed_config};
 use qcvr_cli::commands::{LOCAL_ROLE_ARN, local_substitutions};
 use qcvr_cli::local_lambda::{self, LocalFunctions};
 use qcvr_cli::stepfunctions::{self, ExecutionResult};
-use qualys_sim::{Endpoint, Fault, FaultRule, Scope, SimConfig, SimHandle, Simulator, Truth};
+use qualys_sim::{
+    Endpoint, Fault, FaultRule, Mutation, Scope, SimConfig, SimHandle, Simulator, Truth,
+};
 use tokio::net::TcpListener;
 use tokio::sync::{Mutex, MutexGuard};
 use tokio::task::JoinHandle;
@@ -82,6 +84,8 @@ struct Setup {
     sim: SimConfig,
     settings: SyncSettings,
     retry: RetryPolicy,
+    /// The password the client sends (the simulator wants [`PASSWORD`]).
+    password: &'static str,
 }
 
 impl Setup {
@@ -99,6 +103,7 @@ impl Setup {
                 backoff_base: Duration::from_millis(10),
                 ..RetryPolicy::default()
             },
+            password: PASSWORD,
         }
     }
 }
@@ -145,8 +150,12 @@ impl Chain {
             retry: setup.retry,
             ..ClientSettings::default()
         };
-        let qualys = QualysClient::new(settings, hosts, StaticCredentials::new(USER, PASSWORD))
-            .expect("client");
+        let qualys = QualysClient::new(
+            settings,
+            hosts,
+            StaticCredentials::new(USER, setup.password),
+        )
+        .expect("client");
         let functions = LocalFunctions {
             qualys,
             store: store.clone(),
@@ -289,7 +298,11 @@ async fn servable_images(sim: &SimHandle, shas: &BTreeSet<String>) -> BTreeSet<S
     let url = sim.base_url();
     let token = http
         .post(format!("{url}/auth"))
-        .form(&[("username", USER), ("password", PASSWORD), ("token", "true")])
+        .form(&[
+            ("username", USER),
+            ("password", PASSWORD),
+            ("token", "true"),
+        ])
         .send()
         .await
         .expect("the simulator answers /auth")
@@ -384,7 +397,10 @@ async fn assert_synced_exactly(chain: &Chain, run_id: &str) -> BTreeMap<Integrat
 
     for kind in [WorkKind::Image, WorkKind::Qid] {
         let left = store.pending(kind, 10).await.expect("work table");
-        assert!(left.is_empty(), "{kind:?} work left after success: {left:?}");
+        assert!(
+            left.is_empty(),
+            "{kind:?} work left after success: {left:?}"
+        );
     }
     let config = store
         .load_config(Integration::Containers)
@@ -399,14 +415,68 @@ async fn assert_synced_exactly(chain: &Chain, run_id: &str) -> BTreeMap<Integrat
     runs
 }
 
+/// Sets the containers watermark to a week ago (whole seconds) and returns it.
+async fn set_watermark(chain: &Chain) -> DateTime<Utc> {
+    let since =
+        DateTime::from_timestamp(Utc::now().timestamp() - 7 * 24 * 3600, 0).expect("a valid time");
+    let mut config = load_or_seed_config(&chain.store, Integration::Containers, Utc::now())
+        .await
+        .expect("containers config");
+    config.import_since = Some(since);
+    chain
+        .store
+        .save_config(&config, Utc::now())
+        .await
+        .expect("config saved");
+    since
+}
+
+async fn assert_watermark(chain: &Chain, since: DateTime<Utc>) {
+    let config = chain
+        .store
+        .load_config(Integration::Containers)
+        .await
+        .expect("config table")
+        .expect("containers config");
+    assert_eq!(
+        config.import_since,
+        Some(since),
+        "a failed chain leaves the watermark where it was"
+    );
+}
+
 #[tokio::test]
 async fn manual_execution_syncs_exactly_the_simulated_account() {
     let chain = Chain::start("manual", Setup::generated(40, 11)).await;
+    // One image in use without scan data: Qualys answers 404 CMS-2002 for it.
+    let cutoff = (Utc::now() - chrono::Duration::minutes(5)).timestamp_millis();
+    let unscanned = chain
+        .sim
+        .truth()
+        .containers
+        .into_iter()
+        .filter(|c| c.state == "RUNNING" && c.updated_ms < cutoff)
+        .find_map(|c| c.image_sha)
+        .expect("a running container with an image");
+    chain
+        .sim
+        .mutate(&Mutation::SetImageScanned {
+            sha: unscanned.clone(),
+            scanned: false,
+        })
+        .expect("the image exists");
+
     let run_id = chain.run_id("run");
     let result = chain.execute(&run_id, r#"{"trigger":"manual"}"#).await;
     assert_succeeded(&result, &run_id);
 
     let runs = assert_synced_exactly(&chain, &run_id).await;
+    assert!(runs[&Integration::Images].counts.failed >= 1);
+    let images = chain.store.all_images().await.expect("images table");
+    assert!(
+        images.iter().all(|i| i.sha != unscanned),
+        "the image without scan data is not stored"
+    );
     for (integration, run) in &runs {
         assert_eq!(run.error_type, None, "{integration}");
         assert_eq!(run.invocations, 1, "{integration}: one page each fits");
@@ -488,21 +558,11 @@ async fn a_rate_limited_invocation_is_retried_by_the_state_machine() {
 }
 
 #[tokio::test]
-async fn a_fatal_error_fails_the_execution_and_keeps_the_watermark() {
+async fn an_expired_kb_account_fails_the_last_step_and_keeps_the_watermark() {
     let mut setup = Setup::generated(20, 14);
     setup.sim.kb_account_expired = true;
     let chain = Chain::start("fatal", setup).await;
-    let since = DateTime::from_timestamp(Utc::now().timestamp() - 7 * 24 * 3600, 0)
-        .expect("a valid time");
-    let mut config = load_or_seed_config(&chain.store, Integration::Containers, Utc::now())
-        .await
-        .expect("containers config");
-    config.import_since = Some(since);
-    chain
-        .store
-        .save_config(&config, Utc::now())
-        .await
-        .expect("config saved");
+    let since = set_watermark(&chain).await;
 
     let run_id = chain.run_id("run");
     let result = chain.execute(&run_id, r#"{"trigger":"manual"}"#).await;
@@ -518,17 +578,7 @@ async fn a_fatal_error_fails_the_execution_and_keeps_the_watermark() {
     assert_eq!(kb.error_type.as_deref(), Some("AuthFailed"), "{kb:?}");
     assert!(kb.error.is_some() && kb.ended_at.is_some(), "{kb:?}");
 
-    let config = chain
-        .store
-        .load_config(Integration::Containers)
-        .await
-        .expect("config table")
-        .expect("containers config");
-    assert_eq!(
-        config.import_since,
-        Some(since),
-        "a failed chain leaves the watermark where it was"
-    );
+    assert_watermark(&chain, since).await;
     let pending = chain
         .store
         .pending(WorkKind::Qid, 1000)
@@ -548,5 +598,43 @@ async fn a_fatal_error_fails_the_execution_and_keeps_the_watermark() {
         pending, want.qids,
         "the QIDs found stay pending for the next run"
     );
+    chain.stop().await;
+}
+
+#[tokio::test]
+async fn wrong_credentials_fail_the_first_step_and_keep_the_watermark() {
+    let mut setup = Setup::generated(10, 15);
+    setup.password = "not-the-password";
+    let chain = Chain::start("authfail", setup).await;
+    let since = set_watermark(&chain).await;
+
+    let run_id = chain.run_id("run");
+    let result = chain.execute(&run_id, r#"{"trigger":"schedule"}"#).await;
+    assert_eq!(result.status, "FAILED", "{result:?}");
+    assert_eq!(result.error.as_deref(), Some("AuthFailed"), "{result:?}");
+
+    let containers = chain.run(Integration::Containers, &run_id).await;
+    assert_eq!(containers.state, RunState::Failed, "{containers:?}");
+    assert_eq!(containers.trigger, qcvr::run::Trigger::Schedule);
+    assert_eq!(
+        containers.error_type.as_deref(),
+        Some("AuthFailed"),
+        "{containers:?}"
+    );
+    for integration in [Integration::Images, Integration::Kb] {
+        let run = chain
+            .store
+            .load_run(integration, &run_id)
+            .await
+            .expect("runs table");
+        assert_eq!(run, None, "{integration} never ran");
+    }
+    let stored = chain
+        .store
+        .all_containers()
+        .await
+        .expect("containers table");
+    assert!(stored.is_empty(), "nothing synced without a login");
+    assert_watermark(&chain, since).await;
     chain.stop().await;
 }
