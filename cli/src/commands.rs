@@ -522,7 +522,7 @@ fn emit(records: &[RunRecord], json: Option<&PathBuf>) -> anyhow::Result<()> {
 
 fn schedule_expression(args: ScheduleArgs) -> anyhow::Result<()> {
     let need = |value: Option<String>, flag: &str| {
-        value.with_context(|| format!("{:?} needs --{flag}", args.run_type))
+        value.with_context(|| format!("this run type needs --{flag}"))
     };
     let spec = match args.run_type {
         RunType::Daily => ScheduleSpec::Daily {

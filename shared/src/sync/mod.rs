@@ -246,6 +246,9 @@ where
         }
         Progress::Done => {
             run.state = RunState::Succeeded;
+            // An error of an attempt the state machine retried no longer describes the run.
+            run.error_type = None;
+            run.error = failed_note(integration, run.counts.failed);
             run.ended_at = Some(deps.clock.now());
             deps.store.save_run(&run).await?;
             deps.store.clear_cursor(integration).await?;
@@ -254,6 +257,20 @@ where
             Ok(output(&run, false, config.next_integration))
         }
     }
+}
+
+/// Why a succeeded run counts failed items, for the person reading the run record.
+fn failed_note(integration: Integration, failed: u64) -> Option<String> {
+    let why = match integration {
+        Integration::Containers => {
+            "containers were listed without a sha or were gone before their vulnerabilities were read"
+        }
+        Integration::Images => {
+            "images have no scan data in Qualys yet; they come back when a container using them changes"
+        }
+        Integration::Kb => "QIDs are not in the Qualys KnowledgeBase",
+    };
+    (failed > 0).then(|| format!("{failed} {why}"))
 }
 
 fn output(run: &RunRecord, more: bool, next: Option<Integration>) -> StepOutput {

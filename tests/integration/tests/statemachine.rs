@@ -403,7 +403,7 @@ async fn assert_synced_exactly(chain: &Chain, run_id: &str) -> BTreeMap<Integrat
         );
     }
     let config = store
-        .load_config(Integration::Containers)
+        .load_config(Integration::Containers, Utc::now())
         .await
         .expect("config table")
         .expect("containers config");
@@ -434,7 +434,7 @@ async fn set_watermark(chain: &Chain) -> DateTime<Utc> {
 async fn assert_watermark(chain: &Chain, since: DateTime<Utc>) {
     let config = chain
         .store
-        .load_config(Integration::Containers)
+        .load_config(Integration::Containers, Utc::now())
         .await
         .expect("config table")
         .expect("containers config");
