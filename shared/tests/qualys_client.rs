@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use chrono::DateTime;
 use qcvr::config::ListingMode;
-use qcvr::qualys::{ClientSettings, ListCursor, Qql, QualysApi, QualysError, RetryPolicy};
+use qcvr::model::Vulnerability;
+use qcvr::qualys::{ClientSettings, ListCursor, Qql, QualysApi, QualysError};
 use support::*;
 use tokio::time::Instant;
 use wiremock::matchers::{
@@ -23,6 +24,26 @@ const VULN_PATH: &str =
 
 fn no_vulns() -> ResponseTemplate {
     ResponseTemplate::new(200).set_body_string(r#"{"details":{"vulns":[]}}"#)
+}
+
+/// Mounts `GET VULN_PATH` answering `response` (see [`mount`] for `times`).
+async fn serve_vulns(server: &MockServer, response: ResponseTemplate, times: Option<u64>) {
+    mount(server, "GET", VULN_PATH, response, times).await;
+}
+
+fn error_429() -> ResponseTemplate {
+    fixture_response("cs/error-429.json", "cs/error-429.headers")
+}
+
+fn jwt_expired() -> ResponseTemplate {
+    ResponseTemplate::new(401).set_body_bytes(fixture("auth/401-jwt-expired.json"))
+}
+
+/// One vulnerability request for [`SHA`] through a fresh fast client.
+async fn fetch_vulns(server: &MockServer) -> Result<Vec<Vulnerability>, QualysError> {
+    client(server)
+        .container_vulnerabilities(SHA, deadline())
+        .await
 }
 
 fn assert_no_secrets(error: &QualysError, token: &str) {
@@ -73,24 +94,11 @@ async fn token_is_fetched_once_form_encoded_and_reused() {
 
 #[tokio::test]
 async fn a_401_refreshes_the_token_once_and_retries() {
-    let server = MockServer::start().await;
-    mount_auth(&server, &jwt(4 * 3600)).await;
-    Mock::given(method("GET"))
-        .and(path(VULN_PATH))
-        .respond_with(
-            ResponseTemplate::new(401).set_body_bytes(fixture("auth/401-jwt-expired.json")),
-        )
-        .up_to_n_times(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path(VULN_PATH))
-        .respond_with(no_vulns())
-        .mount(&server)
-        .await;
+    let server = gateway().await;
+    serve_vulns(&server, jwt_expired(), Some(1)).await;
+    serve_vulns(&server, no_vulns(), None).await;
 
-    client(&server)
-        .container_vulnerabilities(SHA, deadline())
+    fetch_vulns(&server)
         .await
         .expect("the retry with a new token succeeds");
 
@@ -103,18 +111,9 @@ async fn a_second_401_is_auth_failed_without_secrets() {
     let server = MockServer::start().await;
     let token = jwt(4 * 3600);
     mount_auth(&server, &token).await;
-    Mock::given(method("GET"))
-        .and(path(VULN_PATH))
-        .respond_with(
-            ResponseTemplate::new(401).set_body_bytes(fixture("auth/401-jwt-expired.json")),
-        )
-        .mount(&server)
-        .await;
+    serve_vulns(&server, jwt_expired(), None).await;
 
-    let err = client(&server)
-        .container_vulnerabilities(SHA, deadline())
-        .await
-        .expect_err("refused twice");
+    let err = fetch_vulns(&server).await.expect_err("refused twice");
 
     assert!(matches!(err, QualysError::AuthFailed { .. }), "{err:?}");
     assert_eq!(err.error_type(), "AuthFailed");
@@ -127,11 +126,7 @@ async fn a_second_401_is_auth_failed_without_secrets() {
 async fn a_token_near_expiry_is_refreshed_before_use() {
     let server = MockServer::start().await;
     mount_auth(&server, &jwt(5 * 60)).await;
-    Mock::given(method("GET"))
-        .and(path(VULN_PATH))
-        .respond_with(no_vulns())
-        .mount(&server)
-        .await;
+    serve_vulns(&server, no_vulns(), None).await;
     let client = client(&server);
 
     client
@@ -156,16 +151,16 @@ async fn a_token_near_expiry_is_refreshed_before_use() {
 #[tokio::test]
 async fn refused_credentials_are_auth_failed_without_the_password() {
     let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/auth"))
-        .respond_with(ResponseTemplate::new(401).set_body_string("Bad credentials"))
-        .mount(&server)
-        .await;
+    mount(
+        &server,
+        "POST",
+        "/auth",
+        ResponseTemplate::new(401).set_body_string("Bad credentials"),
+        None,
+    )
+    .await;
 
-    let err = client(&server)
-        .container_vulnerabilities(SHA, deadline())
-        .await
-        .expect_err("refused");
+    let err = fetch_vulns(&server).await.expect_err("refused");
 
     assert!(matches!(err, QualysError::AuthFailed { .. }), "{err:?}");
     assert_no_secrets(&err, "no-token");
@@ -174,54 +169,21 @@ async fn refused_credentials_are_auth_failed_without_the_password() {
 
 #[tokio::test]
 async fn a_429_waits_and_retries() {
-    let server = MockServer::start().await;
-    mount_auth(&server, &jwt(4 * 3600)).await;
-    Mock::given(method("GET"))
-        .and(path(VULN_PATH))
-        .respond_with(fixture_response(
-            "cs/error-429.json",
-            "cs/error-429.headers",
-        ))
-        .up_to_n_times(2)
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path(VULN_PATH))
-        .respond_with(no_vulns())
-        .mount(&server)
-        .await;
+    let server = gateway().await;
+    serve_vulns(&server, error_429(), Some(2)).await;
+    serve_vulns(&server, no_vulns(), None).await;
 
-    client(&server)
-        .container_vulnerabilities(SHA, deadline())
-        .await
-        .expect("third attempt succeeds");
+    fetch_vulns(&server).await.expect("third attempt succeeds");
 
     assert_eq!(requests_to(&server, VULN_PATH).await.len(), 3);
 }
 
 #[tokio::test]
 async fn a_429_past_the_deadline_is_rate_limited_at_once() {
-    let server = MockServer::start().await;
-    mount_auth(&server, &jwt(4 * 3600)).await;
-    Mock::given(method("GET"))
-        .and(path(VULN_PATH))
-        .respond_with(fixture_response(
-            "cs/error-429.json",
-            "cs/error-429.headers",
-        ))
-        .mount(&server)
-        .await;
+    let server = gateway().await;
+    serve_vulns(&server, error_429(), None).await;
     // Real seconds: the advertised 23 s wait cannot fit before a 5 s deadline.
-    let client = client_with(
-        &server,
-        ClientSettings {
-            retry: RetryPolicy {
-                jitter: Duration::ZERO,
-                ..RetryPolicy::default()
-            },
-            ..ClientSettings::default()
-        },
-    );
+    let client = real_delay_client(&server);
 
     let call = client.container_vulnerabilities(SHA, Instant::now() + Duration::from_secs(5));
     let err = tokio::time::timeout(Duration::from_secs(4), call)
@@ -239,47 +201,21 @@ async fn a_429_past_the_deadline_is_rate_limited_at_once() {
 
 #[tokio::test]
 async fn server_errors_back_off_then_succeed() {
-    let server = MockServer::start().await;
-    mount_auth(&server, &jwt(4 * 3600)).await;
-    Mock::given(method("GET"))
-        .and(path(VULN_PATH))
-        .respond_with(ResponseTemplate::new(503))
-        .up_to_n_times(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path(VULN_PATH))
-        .respond_with(ResponseTemplate::new(502))
-        .up_to_n_times(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path(VULN_PATH))
-        .respond_with(no_vulns())
-        .mount(&server)
-        .await;
+    let server = gateway().await;
+    serve_vulns(&server, ResponseTemplate::new(503), Some(1)).await;
+    serve_vulns(&server, ResponseTemplate::new(502), Some(1)).await;
+    serve_vulns(&server, no_vulns(), None).await;
 
-    client(&server)
-        .container_vulnerabilities(SHA, deadline())
-        .await
-        .expect("third attempt succeeds");
+    fetch_vulns(&server).await.expect("third attempt succeeds");
     assert_eq!(requests_to(&server, VULN_PATH).await.len(), 3);
 }
 
 #[tokio::test]
 async fn server_errors_exhaust_into_transient() {
-    let server = MockServer::start().await;
-    mount_auth(&server, &jwt(4 * 3600)).await;
-    Mock::given(method("GET"))
-        .and(path(VULN_PATH))
-        .respond_with(ResponseTemplate::new(500))
-        .mount(&server)
-        .await;
+    let server = gateway().await;
+    serve_vulns(&server, ResponseTemplate::new(500), None).await;
 
-    let err = client(&server)
-        .container_vulnerabilities(SHA, deadline())
-        .await
-        .expect_err("never recovers");
+    let err = fetch_vulns(&server).await.expect_err("never recovers");
 
     assert!(matches!(err, QualysError::Transient { .. }), "{err:?}");
     assert_eq!(requests_to(&server, VULN_PATH).await.len(), 5);
@@ -287,20 +223,17 @@ async fn server_errors_exhaust_into_transient() {
 
 #[tokio::test]
 async fn other_client_errors_are_not_retried() {
-    let server = MockServer::start().await;
-    mount_auth(&server, &jwt(4 * 3600)).await;
-    Mock::given(method("GET"))
-        .and(path(VULN_PATH))
-        .respond_with(ResponseTemplate::new(404).set_body_string(
+    let server = gateway().await;
+    serve_vulns(
+        &server,
+        ResponseTemplate::new(404).set_body_string(
             r#"{"errorCode":"404 NOT_FOUND","message":"No container","timestamp":1}"#,
-        ))
-        .mount(&server)
-        .await;
+        ),
+        None,
+    )
+    .await;
 
-    let err = client(&server)
-        .container_vulnerabilities(SHA, deadline())
-        .await
-        .expect_err("unknown sha");
+    let err = fetch_vulns(&server).await.expect_err("unknown sha");
 
     assert!(
         matches!(&err, QualysError::Rejected { status: 404, code, .. } if code == "404 NOT_FOUND"),
@@ -311,21 +244,14 @@ async fn other_client_errors_are_not_retried() {
 
 #[tokio::test]
 async fn truncated_json_is_retried_then_transient() {
-    let server = MockServer::start().await;
-    mount_auth(&server, &jwt(4 * 3600)).await;
-    Mock::given(method("GET"))
-        .and(path(VULN_PATH))
-        .respond_with(
-            ResponseTemplate::new(200).set_body_string(r#"{"details":{"vulns":[{"qid":3"#),
-        )
-        .up_to_n_times(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path(VULN_PATH))
-        .respond_with(no_vulns())
-        .mount(&server)
-        .await;
+    let server = gateway().await;
+    serve_vulns(
+        &server,
+        ResponseTemplate::new(200).set_body_string(r#"{"details":{"vulns":[{"qid":3"#),
+        Some(1),
+    )
+    .await;
+    serve_vulns(&server, no_vulns(), None).await;
     let client = client(&server);
     client
         .container_vulnerabilities(SHA, deadline())
@@ -333,13 +259,13 @@ async fn truncated_json_is_retried_then_transient() {
         .expect("the retry gets the whole body");
     assert_eq!(requests_to(&server, VULN_PATH).await.len(), 2);
 
-    server.reset().await;
-    mount_auth(&server, &jwt(4 * 3600)).await;
-    Mock::given(method("GET"))
-        .and(path(VULN_PATH))
-        .respond_with(ResponseTemplate::new(200).set_body_string(r#"{"details":["#))
-        .mount(&server)
-        .await;
+    reset_gateway(&server).await;
+    serve_vulns(
+        &server,
+        ResponseTemplate::new(200).set_body_string(r#"{"details":["#),
+        None,
+    )
+    .await;
     let err = client
         .container_vulnerabilities(SHA, deadline())
         .await
@@ -352,11 +278,12 @@ async fn truncated_json_is_retried_then_transient() {
 async fn truncated_kb_xml_is_retried_then_transient() {
     let server = MockServer::start().await;
     let full = fixture("kb/kb-list-details-all.xml");
-    Mock::given(method("POST"))
-        .and(path("/api/2.0/fo/knowledge_base/vuln/"))
-        .respond_with(ResponseTemplate::new(200).set_body_bytes(full[..full.len() / 2].to_vec()))
-        .mount(&server)
-        .await;
+    serve_kb(
+        &server,
+        ResponseTemplate::new(200).set_body_bytes(full[..full.len() / 2].to_vec()),
+        None,
+    )
+    .await;
 
     let err = client(&server)
         .knowledge_base(&[376157], deadline())
@@ -364,18 +291,12 @@ async fn truncated_kb_xml_is_retried_then_transient() {
         .expect_err("never a partial list");
 
     assert!(matches!(err, QualysError::Transient { .. }), "{err:?}");
-    assert_eq!(
-        requests_to(&server, "/api/2.0/fo/knowledge_base/vuln/")
-            .await
-            .len(),
-        5
-    );
+    assert_eq!(requests_to(&server, KB_PATH).await.len(), 5);
 }
 
 #[tokio::test]
 async fn bulk_listing_follows_the_link_cursor_on_its_own_host() {
-    let server = MockServer::start().await;
-    mount_auth(&server, &jwt(4 * 3600)).await;
+    let server = gateway().await;
     let cursor = "updated>=1711951207904 AND not uuid: [801f0d53-19c6-31e7-831a-5a5c6563f3ce]";
     Mock::given(method("GET"))
         .and(path("/csapi/v1.3/containers/list"))
@@ -436,19 +357,15 @@ async fn bulk_listing_follows_the_link_cursor_on_its_own_host() {
 
 #[tokio::test]
 async fn bulk_listing_ends_without_a_link_header() {
-    let server = MockServer::start().await;
-    mount_auth(&server, &jwt(4 * 3600)).await;
+    let server = gateway().await;
     Mock::given(method("GET"))
         .and(path("/csapi/v1.3/containers/list"))
         .and(query_param("limit", "7"))
-        .respond_with(
-            ResponseTemplate::new(200).set_body_bytes(fixture("cs/containers-list-bulk.json")),
-        )
+        .respond_with(fixture_ok("cs/containers-list-bulk.json"))
         .mount(&server)
         .await;
 
-    let page = client(&server)
-        .list_containers(&query(7, ListingMode::Bulk), &ListCursor::Start, deadline())
+    let page = first_page(&server, 7, ListingMode::Bulk)
         .await
         .expect("page");
     assert_eq!(page.next, None);
@@ -511,13 +428,8 @@ async fn paged_keyset_walk_returns_every_container_once_across_ties() {
         records,
         served: Mutex::new(Vec::new()),
     };
-    let server = MockServer::start().await;
-    mount_auth(&server, &jwt(4 * 3600)).await;
-    Mock::given(method("GET"))
-        .and(path("/csapi/v1.3/containers"))
-        .respond_with(fake)
-        .mount(&server)
-        .await;
+    let server = gateway().await;
+    mount(&server, "GET", "/csapi/v1.3/containers", fake, None).await;
     let client = client(&server);
     let query = query(2, ListingMode::Paged);
 
@@ -561,8 +473,7 @@ async fn paged_keyset_walk_returns_every_container_once_across_ties() {
 
 #[tokio::test]
 async fn the_window_filter_is_sent_exactly() {
-    let server = MockServer::start().await;
-    mount_auth(&server, &jwt(4 * 3600)).await;
+    let server = gateway().await;
     Mock::given(method("GET"))
         .and(path("/csapi/v1.3/containers"))
         .and(query_param(
@@ -577,12 +488,7 @@ async fn the_window_filter_is_sent_exactly() {
         .mount(&server)
         .await;
 
-    let page = client(&server)
-        .list_containers(
-            &query(3, ListingMode::Paged),
-            &ListCursor::Start,
-            deadline(),
-        )
+    let page = first_page(&server, 3, ListingMode::Paged)
         .await
         .expect("page");
 
@@ -601,8 +507,7 @@ async fn the_window_filter_is_sent_exactly() {
 
 #[tokio::test]
 async fn bad_page_sizes_and_filters_are_refused_before_any_request() {
-    let server = MockServer::start().await;
-    mount_auth(&server, &jwt(4 * 3600)).await;
+    let server = gateway().await;
     let client = client(&server);
     for size in [0, 1001] {
         for mode in [ListingMode::Paged, ListingMode::Bulk] {
@@ -655,24 +560,25 @@ async fn bad_page_sizes_and_filters_are_refused_before_any_request() {
 
 #[tokio::test]
 async fn images_without_data_are_none() {
-    let server = MockServer::start().await;
-    mount_auth(&server, &jwt(4 * 3600)).await;
-    Mock::given(method("GET"))
-        .and(path("/csapi/v1.3/images/aaaa"))
-        .respond_with(
-            ResponseTemplate::new(404)
-                .set_body_string(r#"{"errorCode":"404 NOT_FOUND","message":"no","timestamp":1}"#),
-        )
-        .mount(&server)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/csapi/v1.3/images/bbbb"))
-        .respond_with(
-            ResponseTemplate::new(400)
-                .set_body_bytes(fixture("cs/error-image-not-scanned-cms-2002.json")),
-        )
-        .mount(&server)
-        .await;
+    let server = gateway().await;
+    mount(
+        &server,
+        "GET",
+        "/csapi/v1.3/images/aaaa",
+        ResponseTemplate::new(404)
+            .set_body_string(r#"{"errorCode":"404 NOT_FOUND","message":"no","timestamp":1}"#),
+        None,
+    )
+    .await;
+    mount(
+        &server,
+        "GET",
+        "/csapi/v1.3/images/bbbb",
+        ResponseTemplate::new(400)
+            .set_body_bytes(fixture("cs/error-image-not-scanned-cms-2002.json")),
+        None,
+    )
+    .await;
     let client = client(&server);
     assert_eq!(client.image("aaaa", deadline()).await.expect("404"), None);
     assert_eq!(
@@ -685,7 +591,7 @@ async fn images_without_data_are_none() {
 async fn kb_requests_are_batched_ranged_and_basic_authenticated() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
-        .and(path("/api/2.0/fo/knowledge_base/vuln/"))
+        .and(path(KB_PATH))
         .and(basic_auth(USER, PASSWORD))
         .and(header("X-Requested-With", "qcvr"))
         .respond_with(fixture_response(
@@ -710,7 +616,7 @@ async fn kb_requests_are_batched_ranged_and_basic_authenticated() {
         .expect("empty answers");
     assert!(entries.is_empty());
 
-    let mut ids: Vec<String> = requests_to(&server, "/api/2.0/fo/knowledge_base/vuln/")
+    let mut ids: Vec<String> = requests_to(&server, KB_PATH)
         .await
         .iter()
         .map(|r| {
@@ -733,41 +639,31 @@ async fn kb_concurrency_and_rate_limits_are_waited_out() {
             "<SIMPLE_RETURN><RESPONSE><CODE>{code}</CODE><TEXT>busy</TEXT></RESPONSE></SIMPLE_RETURN>"
         )
     };
-    Mock::given(method("POST"))
-        .and(path("/api/2.0/fo/knowledge_base/vuln/"))
-        .respond_with(ResponseTemplate::new(409).set_body_string(simple("1960")))
-        .up_to_n_times(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .and(path("/api/2.0/fo/knowledge_base/vuln/"))
-        .respond_with(fixture_response(
-            "kb/kb-409-rate-limit.xml",
-            "kb/kb-409-rate-limit.headers",
-        ))
-        .up_to_n_times(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .and(path("/api/2.0/fo/knowledge_base/vuln/"))
-        .respond_with(fixture_response(
-            "kb/kb-recorded-316760.xml",
-            "kb/kb-recorded-316760.headers",
-        ))
-        .mount(&server)
-        .await;
+    serve_kb(
+        &server,
+        ResponseTemplate::new(409).set_body_string(simple("1960")),
+        Some(1),
+    )
+    .await;
+    serve_kb(
+        &server,
+        fixture_response("kb/kb-409-rate-limit.xml", "kb/kb-409-rate-limit.headers"),
+        Some(1),
+    )
+    .await;
+    serve_kb(
+        &server,
+        fixture_response("kb/kb-recorded-316760.xml", "kb/kb-recorded-316760.headers"),
+        None,
+    )
+    .await;
 
     let entries = client(&server)
         .knowledge_base(&[316760], deadline())
         .await
         .expect("third attempt succeeds");
     assert_eq!(entries.len(), 1);
-    assert_eq!(
-        requests_to(&server, "/api/2.0/fo/knowledge_base/vuln/")
-            .await
-            .len(),
-        3
-    );
+    assert_eq!(requests_to(&server, KB_PATH).await.len(), 3);
 }
 
 #[tokio::test]
@@ -780,13 +676,13 @@ async fn kb_truncation_warning_is_followed_on_the_configured_host() {
     let second = "<KNOWLEDGE_BASE_VULN_LIST_OUTPUT><RESPONSE><VULN_LIST><VULN><QID>2</QID></VULN>\
         </VULN_LIST></RESPONSE></KNOWLEDGE_BASE_VULN_LIST_OUTPUT>";
     Mock::given(method("POST"))
-        .and(path("/api/2.0/fo/knowledge_base/vuln/"))
+        .and(path(KB_PATH))
         .respond_with(ResponseTemplate::new(200).set_body_string(first))
         .expect(1)
         .mount(&server)
         .await;
     Mock::given(method("GET"))
-        .and(path("/api/2.0/fo/knowledge_base/vuln/"))
+        .and(path(KB_PATH))
         .and(query_param("id_min", "2"))
         .and(basic_auth(USER, PASSWORD))
         .respond_with(ResponseTemplate::new(200).set_body_string(second))

@@ -9,40 +9,24 @@ use std::time::Duration;
 use chrono::{TimeZone, Utc};
 use qcvr::config::ListingMode;
 use qcvr::model::{CveRef, KbEntry, Vulnerability};
-use qcvr::qualys::{ClientSettings, ListCursor, QualysApi, QualysError, RetryPolicy};
+use qcvr::qualys::{QualysApi, QualysError};
 use support::*;
 use tokio::time::Instant;
 use wiremock::matchers::{bearer_token, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-const KB_PATH: &str = "/api/2.0/fo/knowledge_base/vuln/";
 const CONTAINER_1: &str = "ae6f4d93848e75f67c37a2b3416da4a16b47e87fad7b5cb7c9826ad6ddaa77b9";
 const CONTAINER_2: &str = "1035f5462727a8b1efdf0b0c4930fc44a833dccf0c572056e1da7ec94544ca6a";
 
-async fn gateway() -> MockServer {
-    let server = MockServer::start().await;
-    mount_auth(&server, &jwt(4 * 3600)).await;
-    server
-}
-
-async fn serve(server: &MockServer, verb: &str, at: &str, response: ResponseTemplate) {
-    Mock::given(method(verb))
-        .and(path(at))
-        .respond_with(response)
-        .mount(server)
-        .await;
+/// Mounts the paged listing endpoint answering every request with `response`.
+async fn serve_listing(server: &MockServer, response: ResponseTemplate) {
+    mount(server, "GET", "/csapi/v1.3/containers", response, None).await;
 }
 
 async fn vulns_of(file: &str, sha: &str) -> Vec<Vulnerability> {
     let server = gateway().await;
     let at = format!("/csapi/v1.3/containers/{sha}/vuln");
-    serve(
-        &server,
-        "GET",
-        &at,
-        ResponseTemplate::new(200).set_body_bytes(fixture(file)),
-    )
-    .await;
+    mount(&server, "GET", &at, fixture_ok(file), None).await;
     client(&server)
         .container_vulnerabilities(sha, deadline())
         .await
@@ -51,7 +35,7 @@ async fn vulns_of(file: &str, sha: &str) -> Vec<Vulnerability> {
 
 async fn kb(file: &str, headers: &str, qids: &[u32]) -> Result<Vec<KbEntry>, QualysError> {
     let server = MockServer::start().await;
-    serve(&server, "POST", KB_PATH, fixture_response(file, headers)).await;
+    serve_kb(&server, fixture_response(file, headers), None).await;
     client(&server).knowledge_base(qids, deadline()).await
 }
 
@@ -59,18 +43,18 @@ async fn kb(file: &str, headers: &str, qids: &[u32]) -> Result<Vec<KbEntry>, Qua
 async fn the_fixture_token_is_used_as_bearer() {
     let server = MockServer::start().await;
     let token = String::from_utf8(fixture("auth/token.txt")).expect("text");
-    Mock::given(method("POST"))
-        .and(path("/auth"))
-        .respond_with(ResponseTemplate::new(201).set_body_string(token.clone()))
-        .mount(&server)
-        .await;
+    mount(
+        &server,
+        "POST",
+        "/auth",
+        ResponseTemplate::new(201).set_body_string(token.clone()),
+        None,
+    )
+    .await;
     Mock::given(method("GET"))
         .and(path(format!("/csapi/v1.3/containers/{CONTAINER_2}/vuln")))
         .and(bearer_token(token.trim()))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_bytes(fixture("cs/container-vuln-details-array.json")),
-        )
+        .respond_with(fixture_ok("cs/container-vuln-details-array.json"))
         .expect(1)
         .mount(&server)
         .await;
@@ -84,19 +68,12 @@ async fn the_fixture_token_is_used_as_bearer() {
 #[tokio::test]
 async fn container_pages_map_into_containers() {
     let server = gateway().await;
-    serve(
+    serve_listing(
         &server,
-        "GET",
-        "/csapi/v1.3/containers",
         fixture_response("cs/containers-page-1.json", "cs/containers-page-1.headers"),
     )
     .await;
-    let page = client(&server)
-        .list_containers(
-            &query(50, ListingMode::Paged),
-            &ListCursor::Start,
-            deadline(),
-        )
+    let page = first_page(&server, 50, ListingMode::Paged)
         .await
         .expect("page 1");
     assert_eq!(page.next, None, "3 records on a page of 50 end the listing");
@@ -143,21 +120,13 @@ async fn container_pages_map_into_containers() {
     assert_eq!(first.pod.as_deref(), Some("payments-api-6f7c9d8b4-x2klm"));
     assert_eq!(page.containers[2].namespace, None, "no cluster, no labels");
 
-    server.reset().await;
-    mount_auth(&server, &jwt(4 * 3600)).await;
-    serve(
+    reset_gateway(&server).await;
+    serve_listing(
         &server,
-        "GET",
-        "/csapi/v1.3/containers",
         fixture_response("cs/containers-page-2.json", "cs/containers-page-2.headers"),
     )
     .await;
-    let page = client(&server)
-        .list_containers(
-            &query(50, ListingMode::Paged),
-            &ListCursor::Start,
-            deadline(),
-        )
+    let page = first_page(&server, 50, ListingMode::Paged)
         .await
         .expect("page 2");
     assert_eq!(page.containers.len(), 3);
@@ -178,19 +147,8 @@ async fn records_without_sha_are_counted_and_skipped() {
     let mut body: serde_json::Value =
         serde_json::from_slice(&fixture("cs/containers-page-1.json")).expect("json");
     body["data"][1]["sha"] = serde_json::Value::Null;
-    serve(
-        &server,
-        "GET",
-        "/csapi/v1.3/containers",
-        ResponseTemplate::new(200).set_body_json(body),
-    )
-    .await;
-    let page = client(&server)
-        .list_containers(
-            &query(50, ListingMode::Paged),
-            &ListCursor::Start,
-            deadline(),
-        )
+    serve_listing(&server, ResponseTemplate::new(200).set_body_json(body)).await;
+    let page = first_page(&server, 50, ListingMode::Paged)
         .await
         .expect("page");
     assert_eq!(page.containers.len(), 2);
@@ -263,13 +221,7 @@ async fn all_four_images_parse() {
     ];
     for (sha, file) in files {
         let at = format!("/csapi/v1.3/images/{sha}");
-        serve(
-            &server,
-            "GET",
-            &at,
-            ResponseTemplate::new(200).set_body_bytes(fixture(file)),
-        )
-        .await;
+        mount(&server, "GET", &at, fixture_ok(file), None).await;
     }
     let client = client(&server);
     let mut images = Vec::new();
@@ -318,22 +270,15 @@ async fn all_four_images_parse() {
 #[tokio::test]
 async fn cs_error_bodies_become_errors() {
     let server = gateway().await;
-    serve(
+    serve_listing(
         &server,
-        "GET",
-        "/csapi/v1.3/containers",
         fixture_response(
             "cs/error-400-bad-filter.json",
             "cs/error-400-bad-filter.headers",
         ),
     )
     .await;
-    let err = client(&server)
-        .list_containers(
-            &query(50, ListingMode::Paged),
-            &ListCursor::Start,
-            deadline(),
-        )
+    let err = first_page(&server, 50, ListingMode::Paged)
         .await
         .expect_err("400");
     match err {
@@ -551,23 +496,13 @@ async fn kb_expired_account_is_auth_failed_despite_http_200() {
 #[tokio::test]
 async fn kb_409_rate_limit_asks_for_1242_seconds() {
     let server = MockServer::start().await;
-    serve(
+    serve_kb(
         &server,
-        "POST",
-        KB_PATH,
         fixture_response("kb/kb-409-rate-limit.xml", "kb/kb-409-rate-limit.headers"),
+        None,
     )
     .await;
-    let client = client_with(
-        &server,
-        ClientSettings {
-            retry: RetryPolicy {
-                jitter: Duration::ZERO,
-                ..RetryPolicy::default()
-            },
-            ..ClientSettings::default()
-        },
-    );
+    let client = real_delay_client(&server);
     let call = client.knowledge_base(&[376157], Instant::now() + Duration::from_secs(600));
     let err = tokio::time::timeout(Duration::from_secs(10), call)
         .await

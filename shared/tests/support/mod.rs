@@ -11,17 +11,20 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{TimeZone, Utc};
 use qcvr::config::ListingMode;
 use qcvr::qualys::{
-    ClientSettings, ContainerQuery, Qql, QualysClient, QualysHosts, RetryPolicy, StaticCredentials,
+    ClientSettings, ContainerPage, ContainerQuery, ListCursor, Qql, QualysApi, QualysClient,
+    QualysError, QualysHosts, RetryPolicy, StaticCredentials,
 };
 use qcvr::run::Window;
 use tokio::time::Instant;
 use wiremock::matchers::{body_string_contains, method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::{Mock, MockServer, Respond, ResponseTemplate};
 
 /// The test login; tests assert it never shows in errors.
 pub const USER: &str = "acme3xy";
 /// A password with characters that need form encoding.
 pub const PASSWORD: &str = "s3cr&t+pa%ss word";
+/// The KnowledgeBase endpoint (POST for batches, GET for truncation follow-ups).
+pub const KB_PATH: &str = "/api/2.0/fo/knowledge_base/vuln/";
 
 /// `QCVR_FIXTURES_DIR`, or `shared/fixtures/qualys` beside the repository.
 pub fn fixtures_dir() -> PathBuf {
@@ -39,6 +42,11 @@ pub fn fixtures_dir() -> PathBuf {
 pub fn fixture(rel: &str) -> Vec<u8> {
     let file = fixtures_dir().join(rel);
     std::fs::read(&file).unwrap_or_else(|e| panic!("fixture {}: {e}", file.display()))
+}
+
+/// A 200 whose body is the fixture file `rel`, without recorded headers.
+pub fn fixture_ok(rel: &str) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_bytes(fixture(rel))
 }
 
 /// A response built from `name.json|xml` and its `name.headers` (status line + headers;
@@ -95,6 +103,44 @@ pub async fn mount_auth(server: &MockServer, token: &str) {
         .await;
 }
 
+/// A gateway whose `/auth` hands out a token valid for four hours.
+pub async fn gateway() -> MockServer {
+    let server = MockServer::start().await;
+    mount_auth(&server, &jwt(4 * 3600)).await;
+    server
+}
+
+/// Drops every mock and request of `server` and mounts a fresh four-hour `/auth`.
+pub async fn reset_gateway(server: &MockServer) {
+    server.reset().await;
+    mount_auth(server, &jwt(4 * 3600)).await;
+}
+
+/// Mounts `verb at` answering `response`: to the first `times` matching requests with
+/// `Some(times)`, to all of them with `None`. Mocks mounted earlier match first.
+pub async fn mount(
+    server: &MockServer,
+    verb: &str,
+    at: &str,
+    response: impl Respond + 'static,
+    times: Option<u64>,
+) {
+    let mock = Mock::given(method(verb))
+        .and(path(at))
+        .respond_with(response);
+    match times {
+        Some(n) => mock.up_to_n_times(n),
+        None => mock,
+    }
+    .mount(server)
+    .await;
+}
+
+/// Mounts `POST` [`KB_PATH`] answering `response` (see [`mount`] for `times`).
+pub async fn serve_kb(server: &MockServer, response: ResponseTemplate, times: Option<u64>) {
+    mount(server, "POST", KB_PATH, response, times).await;
+}
+
 /// Retry delays of a millisecond or less, no jitter; one advertised second lasts 100 µs.
 pub fn fast_policy() -> RetryPolicy {
     RetryPolicy {
@@ -127,6 +173,32 @@ pub fn client(server: &MockServer) -> QualysClient<StaticCredentials> {
             ..ClientSettings::default()
         },
     )
+}
+
+/// A client with the default (real-time) retry delays but no jitter, for tests that check an
+/// advertised wait is reported rather than slept through.
+pub fn real_delay_client(server: &MockServer) -> QualysClient<StaticCredentials> {
+    client_with(
+        server,
+        ClientSettings {
+            retry: RetryPolicy {
+                jitter: Duration::ZERO,
+                ..RetryPolicy::default()
+            },
+            ..ClientSettings::default()
+        },
+    )
+}
+
+/// The first page of a listing of [`query`] through a fast client.
+pub async fn first_page(
+    server: &MockServer,
+    page_size: u32,
+    mode: ListingMode,
+) -> Result<ContainerPage, QualysError> {
+    client(server)
+        .list_containers(&query(page_size, mode), &ListCursor::Start, deadline())
+        .await
 }
 
 /// A deadline far enough for every fast retry.
