@@ -7,10 +7,14 @@ use std::collections::{BTreeSet, HashSet};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use common::*;
-use qualys_sim::{Endpoint, Fault, FaultRule, SimConfig, SimHandle};
+use qualys_sim::{Endpoint, Fault, FaultRule, SimConfig, SimHandle, Truth};
 use serde_json::{Value, json};
 
 const START_MS: i64 = 1_712_052_000_000;
+/// The paged container list (keyset walk).
+const PAGED: &str = "/csapi/v1.3/containers";
+/// The bulk container list (`Link` cursor).
+const BULK: &str = "/csapi/v1.3/containers/list";
 
 fn config(containers: usize) -> SimConfig {
     SimConfig {
@@ -23,6 +27,25 @@ fn iso(ms: i64) -> String {
     DateTime::<Utc>::from_timestamp_millis(ms)
         .expect("valid ms")
         .to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// The `sha` of every record in a list answer's `data`.
+fn shas(body: &Value) -> impl Iterator<Item = String> + '_ {
+    body["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|r| r["sha"].as_str().expect("sha").to_string())
+}
+
+/// Every container the truth does not mark DELETED.
+fn live_shas(truth: &Truth) -> BTreeSet<String> {
+    truth
+        .containers
+        .iter()
+        .filter(|c| c.state != "DELETED")
+        .map(|c| c.sha.clone())
+        .collect()
 }
 
 fn updated(record: &Value) -> i64 {
@@ -53,7 +76,7 @@ async fn keyset_walk(
         let response = gateway_get(
             sim,
             token,
-            "/csapi/v1.3/containers",
+            PAGED,
             &[
                 ("filter", &filter),
                 ("pageNumber", &page_number_text),
@@ -106,7 +129,7 @@ async fn bulk_walk(
         if let Some(cursor) = &cursor {
             query.push(("paginationQuery", cursor));
         }
-        let response = gateway_get(sim, token, "/csapi/v1.3/containers/list", &query).await;
+        let response = gateway_get(sim, token, BULK, &query).await;
         assert_eq!(response.status(), 200);
         pages += 1;
         let link = response
@@ -114,13 +137,7 @@ async fn bulk_walk(
             .get("link")
             .map(|v| v.to_str().expect("ascii").to_string());
         let body: Value = response.json().await.expect("json");
-        out.extend(
-            body["data"]
-                .as_array()
-                .expect("data")
-                .iter()
-                .map(|r| r["sha"].as_str().expect("sha").to_string()),
-        );
+        out.extend(shas(&body));
         let Some(link) = link.filter(|l| l != "null") else {
             return (out, pages);
         };
@@ -155,12 +172,7 @@ async fn paged_and_bulk_walks_over_12345_containers_return_each_match_once() {
     let token = token(&sim).await;
     let truth = sim.truth();
     let since = START_MS - 7 * 86_400_000;
-    let live: BTreeSet<String> = truth
-        .containers
-        .iter()
-        .filter(|c| c.state != "DELETED")
-        .map(|c| c.sha.clone())
-        .collect();
+    let live = live_shas(&truth);
     assert!(live.len() > 10_000, "the walk must cross the 10 000 cap");
 
     let base = "state:'RUNNING' or state:'STOPPED'";
@@ -195,12 +207,7 @@ async fn small_pages_walk_through_tied_timestamps() {
         per_ms.values().any(|n| *n > 5),
         "a tie group larger than a page exists"
     );
-    let expected: BTreeSet<String> = truth
-        .containers
-        .iter()
-        .filter(|c| c.state != "DELETED")
-        .map(|c| c.sha.clone())
-        .collect();
+    let expected = live_shas(&truth);
     let base = "state:RUNNING or state:`STOPPED`";
     let walked = keyset_walk(&sim, &token, base, START_MS - 7 * 86_400_000, START_MS, 5).await;
     assert_exactly_once(&walked, &expected);
@@ -216,26 +223,14 @@ async fn last_bulk_page_can_send_link_null() {
     })
     .await;
     let token = token(&sim).await;
-    let response = gateway_get(
-        &sim,
-        &token,
-        "/csapi/v1.3/containers/list",
-        &[("limit", "250")],
-    )
-    .await;
+    let response = gateway_get(&sim, &token, BULK, &[("limit", "250")]).await;
     assert_eq!(
         response.headers().get("link").map(|v| v.as_bytes()),
         Some(&b"null"[..])
     );
     let plain = start(config(10)).await;
     let token = common::token(&plain).await;
-    let response = gateway_get(
-        &plain,
-        &token,
-        "/csapi/v1.3/containers/list",
-        &[("limit", "250")],
-    )
-    .await;
+    let response = gateway_get(&plain, &token, BULK, &[("limit", "250")]).await;
     assert!(response.headers().get("link").is_none());
 }
 
@@ -260,7 +255,7 @@ async fn qql_variants_agree_and_malformed_filters_are_400() {
         let response = gateway_get(
             &sim,
             &token,
-            "/csapi/v1.3/containers",
+            PAGED,
             &[("filter", filter), ("pageSize", "1")],
         )
         .await;
@@ -275,13 +270,7 @@ async fn qql_variants_agree_and_malformed_filters_are_400() {
         "state:RUNNING state:STOPPED",
         "updated>=yesterday",
     ] {
-        let response = gateway_get(
-            &sim,
-            &token,
-            "/csapi/v1.3/containers",
-            &[("filter", filter)],
-        )
-        .await;
+        let response = gateway_get(&sim, &token, PAGED, &[("filter", filter)]).await;
         assert_eq!(response.status(), 400, "{filter}");
         let body: Value = response.json().await.expect("json");
         assert_eq!(body["errorCode"], "400 BAD_REQUEST");
@@ -289,13 +278,7 @@ async fn qql_variants_agree_and_malformed_filters_are_400() {
             body["message"],
             json!(format!("Invalid filter query: {filter}"))
         );
-        let response = gateway_get(
-            &sim,
-            &token,
-            "/csapi/v1.3/containers/list",
-            &[("filter", filter)],
-        )
-        .await;
+        let response = gateway_get(&sim, &token, BULK, &[("filter", filter)]).await;
         assert_eq!(response.status(), 400, "bulk {filter}");
     }
 }
@@ -308,7 +291,7 @@ async fn page_size_and_10000_cap_are_enforced() {
         let sim = &sim;
         let token = &token;
         async move {
-            gateway_get(sim, token, "/csapi/v1.3/containers", &query)
+            gateway_get(sim, token, PAGED, &query)
                 .await
                 .status()
                 .as_u16()
@@ -329,20 +312,14 @@ async fn page_size_and_10000_cap_are_enforced() {
     assert_eq!(get(vec![("pageSize", "1001")]).await, 400);
     assert_eq!(get(vec![("pageSize", "0")]).await, 400);
     assert_eq!(get(vec![("sort", "name:asc")]).await, 400);
-    let response = gateway_get(
-        &sim,
-        &token,
-        "/csapi/v1.3/containers/list",
-        &[("limit", "251")],
-    )
-    .await;
+    let response = gateway_get(&sim, &token, BULK, &[("limit", "251")]).await;
     assert_eq!(response.status(), 400);
 
     // created:desc really sorts descending, with count the total.
     let response = gateway_get(
         &sim,
         &token,
-        "/csapi/v1.3/containers",
+        PAGED,
         &[("sort", "created:desc"), ("pageSize", "50")],
     )
     .await;
@@ -371,21 +348,10 @@ async fn records_change_between_pages_when_the_fault_fires() {
         ahead: 3,
         behind: 2,
     }));
-    let response = gateway_get(
-        &sim,
-        &token,
-        "/csapi/v1.3/containers",
-        &[("pageSize", "10")],
-    )
-    .await;
+    let response = gateway_get(&sim, &token, PAGED, &[("pageSize", "10")]).await;
     assert_eq!(response.status(), 200);
     let page: Value = response.json().await.expect("json");
-    let returned: BTreeSet<String> = page["data"]
-        .as_array()
-        .expect("data")
-        .iter()
-        .map(|r| r["sha"].as_str().expect("sha").to_string())
-        .collect();
+    let returned: BTreeSet<String> = shas(&page).collect();
     let after = sim.truth();
     let bumped: Vec<_> = after
         .containers
@@ -435,32 +401,21 @@ async fn mutations_show_in_answers_truth_and_stats() {
         mutate(json!({"action": "add_vuln", "sha": target, "qid": qid})).await,
         200
     );
+    let vuln_path = format!("/csapi/v1.3/containers/{target}/vuln");
     let vulns = |body: &Value| -> Vec<Value> {
         match &body["details"] {
             Value::Array(list) => list.clone(),
             other => other["vulns"].as_array().expect("vulns").clone(),
         }
     };
-    let response = gateway_get(
-        &sim,
-        &token,
-        &format!("/csapi/v1.3/containers/{target}/vuln"),
-        &[],
-    )
-    .await;
+    let response = gateway_get(&sim, &token, &vuln_path, &[]).await;
     let body: Value = response.json().await.expect("json");
     assert!(vulns(&body).iter().any(|v| v["qid"] == json!(qid)));
     assert_eq!(
         mutate(json!({"action": "fix_vuln", "sha": target, "qid": qid})).await,
         200
     );
-    let response = gateway_get(
-        &sim,
-        &token,
-        &format!("/csapi/v1.3/containers/{target}/vuln"),
-        &[],
-    )
-    .await;
+    let response = gateway_get(&sim, &token, &vuln_path, &[]).await;
     let body: Value = response.json().await.expect("json");
     assert!(vulns(&body).iter().all(|v| v["qid"] != json!(qid)));
     assert_eq!(
@@ -530,7 +485,7 @@ async fn generated_shapes_match_the_fixture_shapes() {
             .collect::<BTreeSet<_>>()
     };
 
-    let page: Value = gateway_get(&sim, &token, "/csapi/v1.3/containers", &[("pageSize", "5")])
+    let page: Value = gateway_get(&sim, &token, PAGED, &[("pageSize", "5")])
         .await
         .json()
         .await
@@ -539,16 +494,11 @@ async fn generated_shapes_match_the_fixture_shapes() {
     assert_eq!(keys(&page["data"][0]), keys(&recorded["data"][0]));
     assert!(page["data"][0]["updated"].is_string());
 
-    let bulk: Value = gateway_get(
-        &sim,
-        &token,
-        "/csapi/v1.3/containers/list",
-        &[("limit", "5")],
-    )
-    .await
-    .json()
-    .await
-    .expect("json");
+    let bulk: Value = gateway_get(&sim, &token, BULK, &[("limit", "5")])
+        .await
+        .json()
+        .await
+        .expect("json");
     let recorded_bulk = fixture_json("cs/containers-list-bulk.json");
     assert_eq!(keys(&bulk["data"][0]), keys(&recorded_bulk["data"][0]));
 
