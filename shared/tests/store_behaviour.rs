@@ -714,20 +714,25 @@ async fn moto_run_items_have_the_contract_attributes() {
     assert_eq!(loaded.window, record.window);
 }
 
-#[tokio::test]
-async fn moto_config_is_validated_on_read() {
-    let store = moto_store("cfgread").await;
-    let valid = IntegrationConfig::default_for(Integration::Images);
-    store.save_config(&valid, Utc::now()).await.expect("saves");
+/// Overwrites the images config's `page_size` behind the store's back.
+async fn set_images_page_size(store: &DynamoStore, value: AttributeValue) {
     moto_client()
         .update_item()
         .table_name(store.table("config"))
         .key("integration", s("images"))
         .update_expression("SET page_size = :p")
-        .expression_attribute_values(":p", AttributeValue::N("0".into()))
+        .expression_attribute_values(":p", value)
         .send()
         .await
         .expect("updates");
+}
+
+#[tokio::test]
+async fn moto_config_is_validated_on_read() {
+    let store = moto_store("cfgread").await;
+    let valid = IntegrationConfig::default_for(Integration::Images);
+    store.save_config(&valid, Utc::now()).await.expect("saves");
+    set_images_page_size(&store, AttributeValue::N("0".into())).await;
     let err = store
         .load_config(Integration::Images, chrono::Utc::now())
         .await;
@@ -739,15 +744,7 @@ async fn moto_config_is_validated_on_read() {
         "{err:?}"
     );
 
-    moto_client()
-        .update_item()
-        .table_name(store.table("config"))
-        .key("integration", s("images"))
-        .update_expression("SET page_size = :p")
-        .expression_attribute_values(":p", s("fifty"))
-        .send()
-        .await
-        .expect("updates");
+    set_images_page_size(&store, s("fifty")).await;
     let err = store
         .load_config(Integration::Images, chrono::Utc::now())
         .await;
