@@ -31,6 +31,7 @@ use qcvr::sync::{LOCAL_INVOCATION_TIME, SyncSettings, load_or_seed_config};
 use qcvr_cli::commands::{LOCAL_ROLE_ARN, local_substitutions};
 use qcvr_cli::local_lambda::{self, LocalFunctions};
 use qcvr_cli::stepfunctions::{self, ExecutionResult};
+use qcvr_integration_tests::{FindingKey, stored};
 use qualys_sim::{
     Endpoint, Fault, FaultRule, Mutation, Scope, SimConfig, SimHandle, Simulator, Truth,
 };
@@ -246,9 +247,6 @@ fn assert_succeeded(result: &ExecutionResult, run_id: &str) {
     );
 }
 
-/// A finding's identity as the simulator's truth names it.
-type FindingKey = (String, u32, Option<String>, Option<String>, Option<String>);
-
 /// What the store must hold after a successful run over `window`, derived from the
 /// simulator's truth.
 struct Expected {
@@ -349,36 +347,22 @@ async fn assert_synced_exactly(chain: &Chain, run_id: &str) -> BTreeMap<Integrat
     );
 
     let store = &chain.store;
-    let containers: BTreeSet<String> = store
-        .all_containers()
-        .await
-        .expect("containers table")
-        .into_iter()
-        .map(|c| c.sha)
-        .collect();
-    assert_eq!(containers, want.containers, "containers");
-
     let findings = store.all_findings().await.expect("findings table");
     assert!(
         findings.iter().all(|f| f.status == FindingStatus::Open),
         "a first sync fixes nothing"
     );
-    let findings: BTreeSet<FindingKey> = findings
-        .into_iter()
-        .map(|f| (f.container_sha, f.qid, f.package, f.version, f.path))
-        .collect();
-    assert_eq!(findings, want.findings, "findings");
+    // Every finding is open, so `stored` (open findings only) sees all of them.
+    let held = stored(store).await;
+    assert_eq!(held.containers, want.containers, "containers");
+    assert_eq!(held.findings, want.findings, "findings");
 
-    let images: BTreeSet<String> = store
-        .all_images()
-        .await
-        .expect("images table")
-        .into_iter()
-        .map(|i| i.sha)
-        .collect();
     let servable = servable_images(&chain.sim, &want.image_shas).await;
     assert!(!servable.is_empty(), "some images have scan data");
-    assert_eq!(images, servable, "images: every servable image, no other");
+    assert_eq!(
+        held.images, servable,
+        "images: every servable image, no other"
+    );
     let images_run = &runs[&Integration::Images];
     assert_eq!(
         images_run.counts.failed,
@@ -386,14 +370,10 @@ async fn assert_synced_exactly(chain: &Chain, run_id: &str) -> BTreeMap<Integrat
         "images without scan data are counted as failed"
     );
 
-    let kb: BTreeSet<u32> = store
-        .all_kb_entries()
-        .await
-        .expect("kb table")
-        .into_iter()
-        .map(|e| e.qid)
-        .collect();
-    assert_eq!(kb, want.qids, "a KB entry for every QID found, no other");
+    assert_eq!(
+        held.qids, want.qids,
+        "a KB entry for every QID found, no other"
+    );
 
     for kind in [WorkKind::Image, WorkKind::Qid] {
         let left = store.pending(kind, 10).await.expect("work table");
@@ -402,13 +382,8 @@ async fn assert_synced_exactly(chain: &Chain, run_id: &str) -> BTreeMap<Integrat
             "{kind:?} work left after success: {left:?}"
         );
     }
-    let config = store
-        .load_config(Integration::Containers, Utc::now())
-        .await
-        .expect("config table")
-        .expect("containers config");
     assert_eq!(
-        config.import_since,
+        watermark(chain).await,
         Some(window.until),
         "the watermark moves to the end of the window the run covered"
     );
@@ -431,15 +406,20 @@ async fn set_watermark(chain: &Chain) -> DateTime<Utc> {
     since
 }
 
-async fn assert_watermark(chain: &Chain, since: DateTime<Utc>) {
-    let config = chain
+/// The containers watermark as the store holds it.
+async fn watermark(chain: &Chain) -> Option<DateTime<Utc>> {
+    chain
         .store
         .load_config(Integration::Containers, Utc::now())
         .await
         .expect("config table")
-        .expect("containers config");
+        .expect("containers config")
+        .import_since
+}
+
+async fn assert_watermark(chain: &Chain, since: DateTime<Utc>) {
     assert_eq!(
-        config.import_since,
+        watermark(chain).await,
         Some(since),
         "a failed chain leaves the watermark where it was"
     );
