@@ -207,12 +207,26 @@ impl World {
             .expect("seeded")
     }
 
+    /// One containers step with time to spare.
+    async fn containers_step(&self, input: &StepInput) -> Result<StepOutput, SyncError> {
+        run_step(Integration::Containers, self.deps(), input, far_deadline()).await
+    }
+
     async fn run(&self, integration: Integration, run_id: &str) -> RunRecord {
         self.store
             .load_run(integration, run_id)
             .await
             .expect("load")
             .expect("exists")
+    }
+}
+
+/// A manual invocation of `run_id` without a page budget.
+fn manual_input(run_id: &str) -> StepInput {
+    StepInput {
+        run_id: run_id.into(),
+        trigger: Trigger::Manual,
+        page_budget: None,
     }
 }
 
@@ -539,19 +553,10 @@ async fn a_finished_step_invoked_again_does_nothing() {
     world.chain("run-1").await.expect("chain");
     let before = world.run(Integration::Containers, "run-1").await;
 
-    let input = StepInput {
-        run_id: "run-1".into(),
-        trigger: Trigger::Manual,
-        page_budget: None,
-    };
-    let output = run_step(
-        Integration::Containers,
-        world.deps(),
-        &input,
-        far_deadline(),
-    )
-    .await
-    .expect("again");
+    let output = world
+        .containers_step(&manual_input("run-1"))
+        .await
+        .expect("again");
 
     assert_eq!(output.state, RunState::Succeeded);
     assert_eq!(world.run(Integration::Containers, "run-1").await, before);
@@ -560,30 +565,17 @@ async fn a_finished_step_invoked_again_does_nothing() {
 #[tokio::test]
 async fn a_run_id_that_step_functions_would_refuse_is_rejected() {
     let world = World::new(1);
-    let input = StepInput {
-        run_id: "has space".into(),
-        trigger: Trigger::Manual,
-        page_budget: None,
-    };
-    let error = run_step(
-        Integration::Containers,
-        world.deps(),
-        &input,
-        far_deadline(),
-    )
-    .await
-    .expect_err("bad id");
+    let error = world
+        .containers_step(&manual_input("has space"))
+        .await
+        .expect_err("bad id");
     assert_eq!(error.error_type(), "InvalidConfig");
 }
 
 #[tokio::test]
 async fn an_invocation_near_its_lambda_deadline_saves_and_asks_to_be_called_again() {
     let world = World::new(6);
-    let input = StepInput {
-        run_id: "run-1".into(),
-        trigger: Trigger::Manual,
-        page_budget: None,
-    };
+    let input = manual_input("run-1");
 
     // WHEN the Lambda has less time left than the deadline margin
     let nearly_over = Instant::now() + Duration::from_secs(5);
@@ -603,14 +595,7 @@ async fn an_invocation_near_its_lambda_deadline_saves_and_asks_to_be_called_agai
     );
 
     // AND the next invocation, with time to spare, finishes the same run
-    let output = run_step(
-        Integration::Containers,
-        world.deps(),
-        &input,
-        far_deadline(),
-    )
-    .await
-    .expect("step");
+    let output = world.containers_step(&input).await.expect("step");
     assert_eq!((output.more, output.state), (false, RunState::Succeeded));
     assert_eq!(
         world
