@@ -4,7 +4,6 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::DateTime;
@@ -375,7 +374,6 @@ async fn bulk_listing_ends_without_a_link_header() {
 /// window filter, sorts by (`updated`, `sha`), pages by number and size.
 struct PagedFake {
     records: Vec<(i64, Option<String>)>,
-    served: Mutex<Vec<(i64, u32)>>,
 }
 
 fn iso_ms(text: &str) -> i64 {
@@ -395,7 +393,6 @@ impl Respond for PagedFake {
         let page: u32 = q["pageNumber"].parse().expect("page");
         let size: usize = q["pageSize"].parse().expect("size");
         assert_eq!(q["sort"], "updated:asc");
-        self.served.lock().expect("lock").push((lower, page));
         let mut matching: Vec<_> = self
             .records
             .iter()
@@ -424,10 +421,7 @@ async fn paged_keyset_walk_returns_every_container_once_across_ties() {
     records.extend((3..8).map(|n| (at(30), sha(n))));
     records.extend([(at(40), sha(8)), (at(40), sha(9)), (at(50), sha(10))]);
     records.push((window().until.timestamp_millis() + 1, sha(99)));
-    let fake = PagedFake {
-        records,
-        served: Mutex::new(Vec::new()),
-    };
+    let fake = PagedFake { records };
     let server = gateway().await;
     mount(&server, "GET", "/csapi/v1.3/containers", fake, None).await;
     let client = client(&server);
