@@ -20,8 +20,10 @@ export QCVR_TEST_DYNAMODB_URL="http://127.0.0.1:$moto_port"
 export QCVR_TEST_LAMBDA_PORT="$lambda_port"
 log=target/test-output.log
 mkdir -p target
-cargo test --workspace --all-targets 2>&1 | tee "$log"
+status=0
+cargo test --workspace --all-targets 2>&1 | tee "$log" || status=$?
 
 # One closing line over every test binary, so the total is not hidden behind the last
 # binary's own (often empty) summary.
 awk '/^test result:/ { passed += $4; failed += $6 } END { printf "total: %d passed, %d failed\n", passed, failed }' "$log"
+exit "$status"

@@ -2,6 +2,8 @@
 //! configs, run the chain (in-process or through the real state machine on a local Step
 //! Functions), list run records, print schedule expressions and manage the business calendar.
 
+use std::io::IsTerminal;
+
 use clap::Parser;
 use qcvr_cli::commands::{Cli, run};
 
@@ -13,6 +15,7 @@ async fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match run(Cli::parse()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

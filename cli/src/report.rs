@@ -60,7 +60,7 @@ fn row(run: &RunRecord) -> [String; 12] {
         .unwrap_or_else(|| "-".into());
     let findings = run
         .findings
-        .map(|f| format!("{}/{}/{}", f.new, f.updated, f.fetched))
+        .map(|f| format!("{}/{}/{}", f.new, f.updated, f.unchanged))
         .unwrap_or_else(|| "-".into());
     let error = run.error.clone().unwrap_or_default();
     [
@@ -78,7 +78,7 @@ fn row(run: &RunRecord) -> [String; 12] {
         run.counts.unchanged.to_string(),
         run.counts.failed.to_string(),
         findings,
-        error.chars().take(80).collect(),
+        error,
     ]
 }
 

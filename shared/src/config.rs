@@ -184,7 +184,7 @@ pub enum ConfigError {
     PageSize(u32),
     /// The filter does not parse.
     #[error("the filter is not valid QQL: {0}; fix the filter in the integration's config")]
-    Filter(#[source] crate::qualys::qql::QqlError),
+    Filter(crate::qualys::qql::QqlError),
     /// The watermark is in the future.
     #[error("import_since {0} is in the future: clear it or set a past date")]
     SinceInFuture(DateTime<Utc>),

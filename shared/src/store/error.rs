@@ -9,7 +9,10 @@ pub enum StoreError {
     #[error(transparent)]
     InvalidConfig(#[from] ConfigError),
     /// A table is missing: the stack is not deployed or the table prefix is wrong.
-    #[error("DynamoDB table {table} does not exist: deploy the stack or fix QCVR_TABLE_PREFIX")]
+    #[error(
+        "DynamoDB table {table} does not exist: deploy the stack (locally: `qcvr setup`) or fix \
+         QCVR_TABLE_PREFIX"
+    )]
     MissingTable {
         /// The table name.
         table: String,
