@@ -208,6 +208,8 @@ where
         Err(error) => return Err(record_failure(deps, run, error).await),
     };
     if matches!(run.state, RunState::Succeeded | RunState::Skipped) {
+        // A retry after the watermark write failed lands here: finishing again is safe.
+        finish_chain_if_last(deps, &config, &run).await?;
         info!(run_id = %run.run_id, %integration, "step already finished; nothing to do");
         return Ok(output(&run, false, config.next_integration));
     }

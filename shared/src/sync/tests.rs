@@ -605,3 +605,31 @@ async fn an_invocation_near_its_lambda_deadline_saves_and_asks_to_be_called_agai
         2
     );
 }
+
+#[tokio::test]
+async fn a_retry_after_the_last_step_succeeded_still_moves_the_watermark() {
+    let world = World::new(3);
+    world.chain("run-1").await.expect("chain");
+    let moved = world.config().await.import_since.expect("moved");
+    // GIVEN the watermark write was lost after the KB run was recorded as succeeded
+    let mut config = world.config().await;
+    config.import_since = None;
+    world
+        .store
+        .save_config(&config, at(12, 0))
+        .await
+        .expect("save");
+
+    // WHEN the state machine retries the KB step
+    let input = StepInput {
+        run_id: "run-1".into(),
+        trigger: Trigger::Chained,
+        page_budget: None,
+    };
+    run_step(Integration::Kb, world.deps(), &input, far_deadline())
+        .await
+        .expect("retry");
+
+    // THEN the watermark is where the run put it
+    assert_eq!(world.config().await.import_since, Some(moved));
+}
