@@ -25,6 +25,22 @@ use crate::local_lambda::{self, LocalFunctions};
 use crate::report::runs_table;
 use crate::stepfunctions;
 
+/// Writes a line to stdout; a closed pipe (`qcvr runs | head`) is not an error worth a panic.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// As [`say!`], without the newline.
+macro_rules! say_raw {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// qcvr's operator CLI. AWS settings come from the usual AWS environment
 /// (`AWS_ENDPOINT_URL` for a local server); tables from `QCVR_TABLE_PREFIX`.
 #[derive(Debug, Parser)]
@@ -317,7 +333,7 @@ async fn setup(args: SetupArgs) -> anyhow::Result<()> {
     for integration in Integration::ALL {
         load_or_seed_config(&store, integration, SystemClock.now()).await?;
     }
-    println!(
+    say!(
         "tables {prefix}*, secret {} and configs are ready",
         args.secret_id
     );
@@ -330,7 +346,7 @@ async fn config_show() -> anyhow::Result<()> {
     for integration in Integration::ALL {
         configs.push(load_or_seed_config(&store, integration, SystemClock.now()).await?);
     }
-    println!("{}", serde_json::to_string_pretty(&configs)?);
+    say!("{}", serde_json::to_string_pretty(&configs)?);
     Ok(())
 }
 
@@ -364,7 +380,7 @@ async fn config_set(args: ConfigSetArgs) -> anyhow::Result<()> {
         config.run_type = run_type;
     }
     store.save_config(&config, now).await?;
-    println!("{}", serde_json::to_string_pretty(&config)?);
+    say!("{}", serde_json::to_string_pretty(&config)?);
     Ok(())
 }
 
@@ -434,7 +450,7 @@ async fn execute(args: ExecuteArgs) -> anyhow::Result<()> {
     )
     .await?;
     let run_id = args.run_id.unwrap_or_else(default_run_id);
-    println!("execution {run_id} started on {machine}");
+    say!("execution {run_id} started on {machine}");
     let result = stepfunctions::execute(
         &sfn,
         &machine,
@@ -445,7 +461,7 @@ async fn execute(args: ExecuteArgs) -> anyhow::Result<()> {
     .await;
     serving.abort();
     let result = result?;
-    println!("execution {run_id}: {}", result.status);
+    say!("execution {run_id}: {}", result.status);
     print_run(&production.store, &run_id, args.json.as_ref()).await?;
     if result.status != "SUCCEEDED" {
         bail!(
@@ -507,7 +523,7 @@ async fn print_run<S: Store>(
 }
 
 fn emit(records: &[RunRecord], json: Option<&PathBuf>) -> anyhow::Result<()> {
-    print!("{}", runs_table(records));
+    say_raw!("{}", runs_table(records));
     if let Some(path) = json {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
@@ -515,7 +531,7 @@ fn emit(records: &[RunRecord], json: Option<&PathBuf>) -> anyhow::Result<()> {
         }
         std::fs::write(path, serde_json::to_string_pretty(records)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
-        println!("run records written to {}", path.display());
+        say!("run records written to {}", path.display());
     }
     Ok(())
 }
@@ -547,10 +563,10 @@ fn schedule_expression(args: ScheduleArgs) -> anyhow::Result<()> {
         RunType::CalendarEnd => ScheduleSpec::CalendarEnd,
     };
     match spec.expression() {
-        Some(expression) => println!("{expression}"),
-        None => println!(
-            "(no recurring schedule: this run type is started by hand or by calendar entries)"
-        ),
+        Some(expression) => say!("{expression}"),
+        None => {
+            say!("(no recurring schedule: this run type is started by hand or by calendar entries)")
+        }
     }
     Ok(())
 }
@@ -572,15 +588,16 @@ async fn calendar(command: CalendarCommand) -> anyhow::Result<()> {
             };
             entry.validate()?;
             calendars.put(&entry).await?;
-            println!(
+            say!(
                 "entry {} added to calendar {}; run `qcvr calendar sync` to schedule it",
-                entry.entry_id, entry.calendar
+                entry.entry_id,
+                entry.calendar
             );
             Ok(())
         }
         CalendarCommand::List(args) => {
             for entry in calendars.list(&args.calendar).await? {
-                println!(
+                say!(
                     "{}\t{}\t{}\t{}",
                     entry.entry_id,
                     entry.start.to_rfc3339(),
@@ -604,7 +621,7 @@ async fn calendar(command: CalendarCommand) -> anyhow::Result<()> {
             };
             let scheduler = CalendarScheduler::new(aws_sdk_scheduler::Client::new(&aws), target);
             let report = scheduler.sync(&planned).await?;
-            println!(
+            say!(
                 "calendar {}: {} created, {} updated, {} deleted",
                 args.calendar,
                 report.created.len(),
