@@ -134,13 +134,17 @@ impl Expected {
 
     /// The running containers of `sim` and everything that hangs off them.
     pub fn running(sim: &SimHandle) -> Expected {
-        let truth = sim.truth();
-        let containers: BTreeSet<String> = truth
+        Expected::running_in(&sim.truth(), i64::MIN, i64::MAX)
+    }
+
+    /// As [`Expected::running`], for the containers updated within `[since_ms, until_ms]`.
+    pub fn running_in(truth: &qualys_sim::Truth, since_ms: i64, until_ms: i64) -> Expected {
+        let in_window: Vec<_> = truth
             .containers
             .iter()
-            .filter(|c| c.state == "RUNNING")
-            .map(|c| c.sha.clone())
+            .filter(|c| c.state == "RUNNING" && (since_ms..=until_ms).contains(&c.updated_ms))
             .collect();
+        let containers: BTreeSet<String> = in_window.iter().map(|c| c.sha.clone()).collect();
         let findings: BTreeSet<FindingKey> = truth
             .findings
             .iter()
@@ -155,10 +159,8 @@ impl Expected {
                 )
             })
             .collect();
-        let images = truth
-            .containers
+        let images = in_window
             .iter()
-            .filter(|c| containers.contains(&c.sha))
             .filter_map(|c| c.image_sha.clone())
             .collect();
         let known: BTreeSet<u32> = truth.kb.iter().map(|k| k.qid).collect();

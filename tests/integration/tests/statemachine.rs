@@ -16,8 +16,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use aws_config::BehaviorVersion;
-use aws_sdk_dynamodb::config::{Credentials, Region};
 use chrono::{DateTime, Utc};
 use qcvr::clock::SystemClock;
 use qcvr::config::Integration;
@@ -31,10 +29,8 @@ use qcvr::sync::{LOCAL_INVOCATION_TIME, SyncSettings, load_or_seed_config};
 use qcvr_cli::commands::{LOCAL_ROLE_ARN, local_substitutions};
 use qcvr_cli::local_lambda::{self, LocalFunctions};
 use qcvr_cli::stepfunctions::{self, ExecutionResult};
-use qcvr_integration_tests::{FindingKey, stored};
-use qualys_sim::{
-    Endpoint, Fault, FaultRule, Mutation, Scope, SimConfig, SimHandle, Simulator, Truth,
-};
+use qcvr_integration_tests::{Expected, local_aws, stored};
+use qualys_sim::{Endpoint, Fault, FaultRule, Mutation, Scope, SimConfig, SimHandle, Simulator};
 use tokio::net::TcpListener;
 use tokio::sync::{Mutex, MutexGuard};
 use tokio::task::JoinHandle;
@@ -62,15 +58,6 @@ fn local_stack() -> (String, u16) {
         .parse()
         .unwrap_or_else(|_| panic!("QCVR_TEST_LAMBDA_PORT={port:?} is not a port; {help}"));
     (moto_url, port)
-}
-
-async fn aws(moto_url: &str) -> aws_config::SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "qcvr-e2e"))
-        .endpoint_url(moto_url)
-        .load()
-        .await
 }
 
 /// A prefix (tables, machine) and an execution name used by nothing else.
@@ -128,7 +115,7 @@ impl Chain {
         stepfunctions::enable_moto_execution(&moto_url)
             .await
             .expect("moto accepts the execution switch");
-        let aws = aws(&moto_url).await;
+        let aws = local_aws().await;
         let name = unique(scenario);
         let prefix = format!("{name}-");
         let dynamodb = aws_sdk_dynamodb::Client::new(&aws);
@@ -247,48 +234,6 @@ fn assert_succeeded(result: &ExecutionResult, run_id: &str) {
     );
 }
 
-/// What the store must hold after a successful run over `window`, derived from the
-/// simulator's truth.
-struct Expected {
-    containers: BTreeSet<String>,
-    findings: BTreeSet<FindingKey>,
-    image_shas: BTreeSet<String>,
-    qids: BTreeSet<u32>,
-}
-
-fn expected(truth: &Truth, since: DateTime<Utc>, until: DateTime<Utc>) -> Expected {
-    let (since, until) = (since.timestamp_millis(), until.timestamp_millis());
-    let in_window: Vec<_> = truth
-        .containers
-        .iter()
-        .filter(|c| c.state == "RUNNING" && (since..=until).contains(&c.updated_ms))
-        .collect();
-    let containers: BTreeSet<String> = in_window.iter().map(|c| c.sha.clone()).collect();
-    let findings: BTreeSet<FindingKey> = truth
-        .findings
-        .iter()
-        .filter(|f| containers.contains(&f.container_sha))
-        .map(|f| {
-            (
-                f.container_sha.clone(),
-                f.qid,
-                f.package.clone(),
-                f.version.clone(),
-                f.path.clone(),
-            )
-        })
-        .collect();
-    Expected {
-        image_shas: in_window
-            .iter()
-            .filter_map(|c| c.image_sha.clone())
-            .collect(),
-        qids: findings.iter().map(|f| f.1).collect(),
-        containers,
-        findings,
-    }
-}
-
 /// Which of `shas` the simulator serves image details for (the rest answer 404 CMS-2002),
 /// asked over HTTP as any Qualys client would.
 async fn servable_images(sim: &SimHandle, shas: &BTreeSet<String>) -> BTreeSet<String> {
@@ -340,7 +285,11 @@ async fn assert_synced_exactly(chain: &Chain, run_id: &str) -> BTreeMap<Integrat
     let window = runs[&Integration::Containers]
         .window
         .expect("the containers run records its window");
-    let want = expected(&chain.sim.truth(), window.since, window.until);
+    let want = Expected::running_in(
+        &chain.sim.truth(),
+        window.since.timestamp_millis(),
+        window.until.timestamp_millis(),
+    );
     assert!(
         !want.containers.is_empty() && !want.findings.is_empty() && !want.qids.is_empty(),
         "the simulated account must have running, vulnerable containers in the window"
@@ -357,7 +306,7 @@ async fn assert_synced_exactly(chain: &Chain, run_id: &str) -> BTreeMap<Integrat
     assert_eq!(held.containers, want.containers, "containers");
     assert_eq!(held.findings, want.findings, "findings");
 
-    let servable = servable_images(&chain.sim, &want.image_shas).await;
+    let servable = servable_images(&chain.sim, &want.images).await;
     assert!(!servable.is_empty(), "some images have scan data");
     assert_eq!(
         held.images, servable,
@@ -366,7 +315,7 @@ async fn assert_synced_exactly(chain: &Chain, run_id: &str) -> BTreeMap<Integrat
     let images_run = &runs[&Integration::Images];
     assert_eq!(
         images_run.counts.failed,
-        (want.image_shas.len() - servable.len()) as u64,
+        (want.images.len() - servable.len()) as u64,
         "images without scan data are counted as failed"
     );
 
@@ -569,7 +518,11 @@ async fn an_expired_kb_account_fails_the_last_step_and_keeps_the_watermark() {
         .await
         .window
         .expect("window");
-    let want = expected(&chain.sim.truth(), window.since, window.until);
+    let want = Expected::running_in(
+        &chain.sim.truth(),
+        window.since.timestamp_millis(),
+        window.until.timestamp_millis(),
+    );
     let pending: BTreeSet<u32> = pending
         .iter()
         .map(|q| q.parse().expect("pending QIDs are numbers"))
