@@ -247,7 +247,10 @@ async fn runs_are_listed_newest_first<S: Store>(store: &S) {
 
 async fn cursor_round_trips<S: Store>(store: &S) {
     assert_eq!(
-        store.load_cursor(Integration::Containers).await.ok(),
+        store
+            .load_cursor(Integration::Containers, "exec-1")
+            .await
+            .ok(),
         Some(None)
     );
     let cursor = StepCursor {
@@ -260,12 +263,25 @@ async fn cursor_round_trips<S: Store>(store: &S) {
         .await
         .expect("saves");
     let loaded = store
-        .load_cursor(Integration::Containers)
+        .load_cursor(Integration::Containers, "exec-1")
         .await
         .expect("loads");
     assert_eq!(loaded, Some(cursor.clone()));
-    assert_eq!(store.load_cursor(Integration::Kb).await.ok(), Some(None));
+    assert_eq!(
+        store.load_cursor(Integration::Kb, "exec-1").await.ok(),
+        Some(None)
+    );
 
+    // Another run's cursor is kept apart from the first one's.
+    let other = StepCursor {
+        run_id: "exec-2".into(),
+        state: serde_json::json!({"page": 1}),
+        ..cursor.clone()
+    };
+    store
+        .save_cursor(Integration::Containers, &other)
+        .await
+        .expect("saves");
     let later = StepCursor {
         state: serde_json::json!({"page": 4}),
         ..cursor
@@ -275,23 +291,35 @@ async fn cursor_round_trips<S: Store>(store: &S) {
         .await
         .expect("saves");
     let loaded = store
-        .load_cursor(Integration::Containers)
+        .load_cursor(Integration::Containers, "exec-1")
         .await
         .expect("loads");
     assert_eq!(loaded, Some(later));
+    let loaded = store
+        .load_cursor(Integration::Containers, "exec-2")
+        .await
+        .expect("loads");
+    assert_eq!(loaded, Some(other));
 
     store
-        .clear_cursor(Integration::Containers)
+        .clear_cursor(Integration::Containers, "exec-1")
         .await
         .expect("clears");
     store
-        .clear_cursor(Integration::Containers)
+        .clear_cursor(Integration::Containers, "exec-1")
         .await
         .expect("clearing twice is fine");
     assert_eq!(
-        store.load_cursor(Integration::Containers).await.ok(),
+        store
+            .load_cursor(Integration::Containers, "exec-1")
+            .await
+            .ok(),
         Some(None)
     );
+    assert!(matches!(
+        store.load_cursor(Integration::Containers, "exec-2").await,
+        Ok(Some(_))
+    ));
 }
 
 fn strings(keys: &[&str]) -> Vec<String> {

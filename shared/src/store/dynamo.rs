@@ -81,6 +81,11 @@ const KB_TEXT: &[&str] = &["diagnosis", "consequence", "solution"];
 /// The `work` item kind of step cursors.
 const CURSOR_KIND: &str = "cursor";
 
+/// The `work` key of a run's cursor: `integration#run_id`.
+fn cursor_key(integration: Integration, run_id: &str) -> String {
+    format!("{integration}#{run_id}")
+}
+
 /// The DynamoDB [`Store`].
 #[derive(Debug, Clone)]
 pub struct DynamoStore {
@@ -676,9 +681,10 @@ impl Store for DynamoStore {
     async fn load_cursor(
         &self,
         integration: Integration,
+        run_id: &str,
     ) -> Result<Option<StepCursor>, StoreError> {
         let table = self.table(WORK_TABLE);
-        let key = integration.as_str();
+        let key = &cursor_key(integration, run_id);
         let out = self
             .client
             .get_item()
@@ -714,7 +720,7 @@ impl Store for DynamoStore {
         cursor: &StepCursor,
     ) -> Result<(), StoreError> {
         let table = self.table(WORK_TABLE);
-        let key = integration.as_str();
+        let key = &cursor_key(integration, &cursor.run_id);
         let mut item = work_item_key(CURSOR_KIND, key.to_owned());
         item.insert("run_id".to_owned(), s(&cursor.run_id));
         item.insert("state".to_owned(), s(cursor.state.to_string()));
@@ -730,9 +736,9 @@ impl Store for DynamoStore {
     }
 
     #[tracing::instrument(skip(self), fields(table = %self.table(WORK_TABLE), op = "clear_cursor"))]
-    async fn clear_cursor(&self, integration: Integration) -> Result<(), StoreError> {
+    async fn clear_cursor(&self, integration: Integration, run_id: &str) -> Result<(), StoreError> {
         let table = self.table(WORK_TABLE);
-        let key = integration.as_str();
+        let key = &cursor_key(integration, run_id);
         self.client
             .delete_item()
             .table_name(&table)

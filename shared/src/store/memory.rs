@@ -22,7 +22,7 @@ use super::{ContainerOutcome, StepCursor, Store, StoreError, WorkKind};
 struct Tables {
     configs: BTreeMap<Integration, IntegrationConfig>,
     runs: BTreeMap<(Integration, String), RunRecord>,
-    cursors: BTreeMap<Integration, StepCursor>,
+    cursors: BTreeMap<(Integration, String), StepCursor>,
     /// (kind, stored key) → the run that added it.
     work: BTreeMap<(&'static str, String), String>,
     containers: BTreeMap<String, Container>,
@@ -149,8 +149,10 @@ impl Store for MemoryStore {
     async fn load_cursor(
         &self,
         integration: Integration,
+        run_id: &str,
     ) -> Result<Option<StepCursor>, StoreError> {
-        Ok(self.tables.lock().await.cursors.get(&integration).cloned())
+        let key = (integration, run_id.to_owned());
+        Ok(self.tables.lock().await.cursors.get(&key).cloned())
     }
 
     async fn save_cursor(
@@ -159,12 +161,15 @@ impl Store for MemoryStore {
         cursor: &StepCursor,
     ) -> Result<(), StoreError> {
         let mut tables = self.tables.lock().await;
-        tables.cursors.insert(integration, cursor.clone());
+        tables
+            .cursors
+            .insert((integration, cursor.run_id.clone()), cursor.clone());
         Ok(())
     }
 
-    async fn clear_cursor(&self, integration: Integration) -> Result<(), StoreError> {
-        self.tables.lock().await.cursors.remove(&integration);
+    async fn clear_cursor(&self, integration: Integration, run_id: &str) -> Result<(), StoreError> {
+        let key = (integration, run_id.to_owned());
+        self.tables.lock().await.cursors.remove(&key);
         Ok(())
     }
 

@@ -86,23 +86,26 @@ pub trait Store: Send + Sync {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<RunRecord>, StoreError>> + Send;
 
-    /// The integration's saved cursor, if a run stopped part-way.
+    /// The cursor `run_id` saved for `integration`, if that run stopped part-way. Cursors are
+    /// kept per run, so two runs at once never move each other's.
     fn load_cursor(
         &self,
         integration: Integration,
+        run_id: &str,
     ) -> impl Future<Output = Result<Option<StepCursor>, StoreError>> + Send;
 
-    /// Saves the integration's cursor.
+    /// Saves the cursor of `cursor.run_id` for `integration`.
     fn save_cursor(
         &self,
         integration: Integration,
         cursor: &StepCursor,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Deletes the integration's cursor.
+    /// Deletes the cursor `run_id` saved for `integration`.
     fn clear_cursor(
         &self,
         integration: Integration,
+        run_id: &str,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Records work for a later step (already-pending keys stay pending).

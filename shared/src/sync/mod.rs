@@ -253,7 +253,7 @@ where
             run.error = failed_note(integration, run.counts.failed);
             run.ended_at = Some(deps.clock.now());
             deps.store.save_run(&run).await?;
-            deps.store.clear_cursor(integration).await?;
+            deps.store.clear_cursor(integration, &run.run_id).await?;
             finish_chain_if_last(deps, &config, &run).await?;
             info!(run_id = %run.run_id, %integration, counts = ?run.counts, "step succeeded");
             Ok(output(&run, false, config.next_integration))
@@ -376,20 +376,15 @@ async fn finish_chain_if_last<Q, S: Store, C: Clock>(
     Ok(())
 }
 
-/// Reads this run's cursor of `integration`; a cursor left by another run is ignored, since
-/// that run never moved the watermark and this one covers its window again.
+/// Reads this run's cursor of `integration`, if an earlier invocation saved one.
 async fn load_own_cursor<S: Store, T: serde::de::DeserializeOwned>(
     store: &S,
     integration: Integration,
     run_id: &str,
 ) -> Result<Option<T>, SyncError> {
-    let Some(cursor) = store.load_cursor(integration).await? else {
+    let Some(cursor) = store.load_cursor(integration, run_id).await? else {
         return Ok(None);
     };
-    if cursor.run_id != run_id {
-        info!(%integration, stale_run = %cursor.run_id, "ignoring the cursor of an earlier run");
-        return Ok(None);
-    }
     serde_json::from_value(cursor.state).map(Some).map_err(|e| {
         SyncError::Input(format!(
             "the saved {integration} cursor cannot be read ({e}); delete it from the work table to restart the step"

@@ -633,3 +633,55 @@ async fn a_retry_after_the_last_step_succeeded_still_moves_the_watermark() {
     // THEN the watermark is where the run put it
     assert_eq!(world.config().await.import_since, Some(moved));
 }
+
+#[tokio::test]
+async fn two_overlapping_runs_keep_their_own_cursors() {
+    let world = World::new(12);
+    let mut config = IntegrationConfig::default_for(Integration::Containers);
+    config.page_size = 3;
+    world
+        .store
+        .save_config(&config, at(12, 0))
+        .await
+        .expect("save");
+    let first = StepInput {
+        run_id: "run-a".into(),
+        trigger: Trigger::Schedule,
+        page_budget: Some(1),
+    };
+
+    // GIVEN run A has synced one page of containers and paused
+    let paused = run_step(
+        Integration::Containers,
+        world.deps(),
+        &first,
+        far_deadline(),
+    )
+    .await
+    .expect("A");
+    assert!(paused.more);
+
+    // WHEN a manual run B starts and finishes meanwhile
+    world.chain("run-b").await.expect("B");
+
+    // THEN run A resumes where it stopped, instead of listing from the start again
+    let resume = StepInput {
+        page_budget: None,
+        ..first
+    };
+    let done = run_step(
+        Integration::Containers,
+        world.deps(),
+        &resume,
+        far_deadline(),
+    )
+    .await
+    .expect("A");
+    assert!(!done.more);
+    let run_a = world.run(Integration::Containers, "run-a").await;
+    assert_eq!(
+        run_a.counts.fetched, 10,
+        "each running container counted once"
+    );
+    assert_eq!(run_a.invocations, 2);
+}
