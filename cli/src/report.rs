@@ -17,7 +17,7 @@ pub fn runs_table(runs: &[RunRecord]) -> String {
         "updated",
         "unchanged",
         "failed",
-        "findings n/u/f",
+        "findings new/upd/same",
         "error",
     ];
     let rows: Vec<[String; 12]> = runs.iter().map(row).collect();
