@@ -104,12 +104,21 @@ mod tests {
             unchanged: 1,
             failed: 0,
         };
+        run.findings = Some(Counts {
+            fetched: 40,
+            new: 30,
+            updated: 4,
+            unchanged: 6,
+            failed: 0,
+        });
 
         let table = runs_table(&[run]);
 
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines.len(), 2);
         assert!(lines[0].starts_with("integration"));
+        assert!(lines[0].contains("findings new/upd/same"));
+        assert!(lines[1].contains("30/4/6"));
         assert!(lines[1].contains("images") && lines[1].contains("succeeded"));
         assert!(lines[1].contains("12") && lines[1].contains("10"));
     }
