@@ -14,7 +14,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use hyper::body::Incoming;
@@ -847,72 +847,18 @@ async fn auth_handler(
     pipeline(shared, call).await
 }
 
-async fn containers_handler(
-    State(shared): State<Arc<Shared>>,
-    kill: Kill,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    pipeline(
-        shared,
-        call(Endpoint::Containers, query, headers, None, kill),
+/// The GET handler of a gateway endpoint; routes with `{sha}` pass it on.
+fn gateway_get(endpoint: Endpoint) -> MethodRouter<Arc<Shared>> {
+    get(
+        move |State(shared): State<Arc<Shared>>,
+              kill: Kill,
+              sha: Option<Path<String>>,
+              RawQuery(query): RawQuery,
+              headers: HeaderMap| async move {
+            let sha = sha.map(|Path(sha)| sha);
+            pipeline(shared, call(endpoint, query, headers, sha, kill)).await
+        },
     )
-    .await
-}
-
-async fn bulk_handler(
-    State(shared): State<Arc<Shared>>,
-    kill: Kill,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    pipeline(
-        shared,
-        call(Endpoint::ContainersList, query, headers, None, kill),
-    )
-    .await
-}
-
-async fn container_handler(
-    State(shared): State<Arc<Shared>>,
-    kill: Kill,
-    Path(sha): Path<String>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    pipeline(
-        shared,
-        call(Endpoint::Container, query, headers, Some(sha), kill),
-    )
-    .await
-}
-
-async fn vuln_handler(
-    State(shared): State<Arc<Shared>>,
-    kill: Kill,
-    Path(sha): Path<String>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    pipeline(
-        shared,
-        call(Endpoint::ContainerVuln, query, headers, Some(sha), kill),
-    )
-    .await
-}
-
-async fn image_handler(
-    State(shared): State<Arc<Shared>>,
-    kill: Kill,
-    Path(sha): Path<String>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    pipeline(
-        shared,
-        call(Endpoint::Image, query, headers, Some(sha), kill),
-    )
-    .await
 }
 
 async fn kb_handler(
@@ -998,11 +944,20 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     let kb = get(kb_handler).post(kb_handler);
     Router::new()
         .route("/auth", post(auth_handler))
-        .route("/csapi/v1.3/containers", get(containers_handler))
-        .route("/csapi/v1.3/containers/list", get(bulk_handler))
-        .route("/csapi/v1.3/containers/{sha}", get(container_handler))
-        .route("/csapi/v1.3/containers/{sha}/vuln", get(vuln_handler))
-        .route("/csapi/v1.3/images/{sha}", get(image_handler))
+        .route("/csapi/v1.3/containers", gateway_get(Endpoint::Containers))
+        .route(
+            "/csapi/v1.3/containers/list",
+            gateway_get(Endpoint::ContainersList),
+        )
+        .route(
+            "/csapi/v1.3/containers/{sha}",
+            gateway_get(Endpoint::Container),
+        )
+        .route(
+            "/csapi/v1.3/containers/{sha}/vuln",
+            gateway_get(Endpoint::ContainerVuln),
+        )
+        .route("/csapi/v1.3/images/{sha}", gateway_get(Endpoint::Image))
         .route("/api/2.0/fo/knowledge_base/vuln/", kb.clone())
         .route("/api/2.0/fo/knowledge_base/vuln", kb)
         .route("/sim/truth", get(truth_handler))
