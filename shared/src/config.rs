@@ -154,7 +154,7 @@ impl IntegrationConfig {
         if !PAGE_SIZE_RANGE.contains(&self.page_size) {
             return Err(ConfigError::PageSize(self.page_size));
         }
-        Qql::parse(&self.filter).map_err(ConfigError::Filter)?;
+        self.qql()?;
         if let Some(since) = self.import_since
             && since > now
         {
@@ -167,6 +167,11 @@ impl IntegrationConfig {
             });
         }
         Ok(())
+    }
+
+    /// The filter as validated QQL.
+    pub fn qql(&self) -> Result<Qql, ConfigError> {
+        Qql::parse(&self.filter).map_err(ConfigError::Filter)
     }
 
     /// Start of the next window: the watermark, or `now` minus the default look-back.

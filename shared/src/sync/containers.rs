@@ -14,7 +14,7 @@ use super::{Budget, Deps, Progress, SyncError, load_own_cursor, save_own_cursor}
 use crate::clock::Clock;
 use crate::config::{Integration, IntegrationConfig};
 use crate::model::{Container, findings_of};
-use crate::qualys::{ContainerQuery, ListCursor, Qql, QualysApi, QualysError};
+use crate::qualys::{ContainerQuery, ListCursor, QualysApi, QualysError};
 use crate::run::{Counts, RunRecord, Window};
 use crate::store::{ContainerOutcome, Store, WorkKind};
 
@@ -36,7 +36,7 @@ pub(super) async fn sync<Q: QualysApi, S: Store, C: Clock>(
         None => *run.window.insert(window_for(deps, config, run.started_at)),
     };
     let query = ContainerQuery {
-        filter: Qql::parse(&config.filter).map_err(crate::config::ConfigError::Filter)?,
+        filter: config.qql()?,
         window,
         page_size: config.page_size,
         mode: config.listing_mode,

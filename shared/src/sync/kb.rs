@@ -33,16 +33,8 @@ pub(super) async fn sync<Q: QualysApi, S: Store, C: Clock>(
             return Ok(Progress::Done);
         }
 
-        let qids: BTreeSet<Qid> = keys
-            .iter()
-            .filter_map(|key| match key.trim_start_matches('0').parse::<Qid>() {
-                Ok(qid) if qid > 0 => Some(qid),
-                _ => {
-                    warn!(key = %key, "pending QID is not a positive number; dropped");
-                    None
-                }
-            })
-            .collect();
+        // The store hands QIDs back in decimal and refuses anything else when work is added.
+        let qids: BTreeSet<Qid> = keys.iter().filter_map(|key| key.parse().ok()).collect();
         let qids: Vec<Qid> = qids.into_iter().collect();
         let entries = deps.qualys.knowledge_base(&qids, budget.deadline()).await?;
 
