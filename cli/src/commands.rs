@@ -20,6 +20,7 @@ use qcvr::store::Store;
 use qcvr::store::dynamo::{DynamoStore, create_tables, table_prefix_from_env};
 use qcvr::sync::{load_or_seed_config, run_chain};
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 
 use crate::local_lambda::{self, LocalFunctions};
 use crate::report::runs_table;
@@ -404,47 +405,47 @@ async fn run_in_process(args: RunArgs) -> anyhow::Result<()> {
         .with_context(|| format!("run {run_id} failed"))
 }
 
-async fn endpoint(args: EndpointArgs) -> anyhow::Result<()> {
+/// Binds the local Lambda endpoint's port and serves the production handlers there; returns
+/// the store they write to and the serving task.
+async fn start_endpoint(
+    args: &EndpointArgs,
+) -> anyhow::Result<(DynamoStore, JoinHandle<std::io::Result<()>>)> {
     let listener = TcpListener::bind(("127.0.0.1", args.lambda_port))
         .await
         .with_context(|| format!("port {} is taken", args.lambda_port))?;
     let production = Production::from_env().await?;
+    let store = production.store.clone();
     let functions = LocalFunctions {
         qualys: production.qualys,
         store: production.store,
         clock: production.clock,
         settings: production.settings,
     };
-    local_lambda::serve(listener, functions, &args.moto_url).await?;
+    let moto_url = args.moto_url.clone();
+    let serving =
+        tokio::spawn(async move { local_lambda::serve(listener, functions, &moto_url).await });
+    Ok((store, serving))
+}
+
+async fn endpoint(args: EndpointArgs) -> anyhow::Result<()> {
+    let (_, serving) = start_endpoint(&args).await?;
+    serving
+        .await
+        .context("the local Lambda endpoint stopped")??;
     Ok(())
 }
 
 async fn execute(args: ExecuteArgs) -> anyhow::Result<()> {
-    let moto_url = args.endpoint.moto_url.clone();
-    stepfunctions::enable_moto_execution(&moto_url).await?;
-    let listener = TcpListener::bind(("127.0.0.1", args.endpoint.lambda_port))
-        .await
-        .with_context(|| format!("port {} is taken", args.endpoint.lambda_port))?;
-    let production = Production::from_env().await?;
-    let functions = LocalFunctions {
-        qualys: production.qualys,
-        store: production.store.clone(),
-        clock: production.clock,
-        settings: production.settings.clone(),
-    };
-    let serving = tokio::spawn({
-        let moto_url = moto_url.clone();
-        async move { local_lambda::serve(listener, functions, &moto_url).await }
-    });
+    stepfunctions::enable_moto_execution(&args.endpoint.moto_url).await?;
+    let (store, serving) = start_endpoint(&args.endpoint).await?;
 
     let asl = std::fs::read_to_string(&args.asl)
         .with_context(|| format!("cannot read {}", args.asl.display()))?;
-    let definition =
-        stepfunctions::substitute(&asl, &local_substitutions(production.store.prefix()))?;
+    let definition = stepfunctions::substitute(&asl, &local_substitutions(store.prefix()))?;
     let sfn = aws_sdk_sfn::Client::new(&aws().await);
     let machine = stepfunctions::create_or_update(
         &sfn,
-        &format!("{}chain", production.store.prefix()),
+        &format!("{}chain", store.prefix()),
         &definition,
         LOCAL_ROLE_ARN,
     )
@@ -462,7 +463,7 @@ async fn execute(args: ExecuteArgs) -> anyhow::Result<()> {
     serving.abort();
     let result = result?;
     say!("execution {run_id}: {}", result.status);
-    print_run(&production.store, &run_id, args.json.as_ref()).await?;
+    print_run(&store, &run_id, args.json.as_ref()).await?;
     if result.status != "SUCCEEDED" {
         bail!(
             "execution {run_id} ended {}: {} {}",
