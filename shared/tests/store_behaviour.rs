@@ -246,31 +246,21 @@ async fn runs_are_listed_newest_first<S: Store>(store: &S) {
 }
 
 async fn cursor_round_trips<S: Store>(store: &S) {
-    assert_eq!(
-        store
-            .load_cursor(Integration::Containers, "exec-1")
-            .await
-            .ok(),
-        Some(None)
-    );
+    let containers = Integration::Containers;
+    let load =
+        async |integration, run_id| store.load_cursor(integration, run_id).await.expect("loads");
+    let save =
+        async |cursor: &StepCursor| store.save_cursor(containers, cursor).await.expect("saves");
+    assert_eq!(load(containers, "exec-1").await, None);
+
     let cursor = StepCursor {
         run_id: "exec-1".into(),
         state: serde_json::json!({"since": "2024-05-01T00:00:00.000Z", "skip": ["a", "b"], "page": 3}),
         saved_at: Utc::now(),
     };
-    store
-        .save_cursor(Integration::Containers, &cursor)
-        .await
-        .expect("saves");
-    let loaded = store
-        .load_cursor(Integration::Containers, "exec-1")
-        .await
-        .expect("loads");
-    assert_eq!(loaded, Some(cursor.clone()));
-    assert_eq!(
-        store.load_cursor(Integration::Kb, "exec-1").await.ok(),
-        Some(None)
-    );
+    save(&cursor).await;
+    assert_eq!(load(containers, "exec-1").await, Some(cursor.clone()));
+    assert_eq!(load(Integration::Kb, "exec-1").await, None);
 
     // Another run's cursor is kept apart from the first one's.
     let other = StepCursor {
@@ -278,48 +268,23 @@ async fn cursor_round_trips<S: Store>(store: &S) {
         state: serde_json::json!({"page": 1}),
         ..cursor.clone()
     };
-    store
-        .save_cursor(Integration::Containers, &other)
-        .await
-        .expect("saves");
+    save(&other).await;
     let later = StepCursor {
         state: serde_json::json!({"page": 4}),
         ..cursor
     };
-    store
-        .save_cursor(Integration::Containers, &later)
-        .await
-        .expect("saves");
-    let loaded = store
-        .load_cursor(Integration::Containers, "exec-1")
-        .await
-        .expect("loads");
-    assert_eq!(loaded, Some(later));
-    let loaded = store
-        .load_cursor(Integration::Containers, "exec-2")
-        .await
-        .expect("loads");
-    assert_eq!(loaded, Some(other));
+    save(&later).await;
+    assert_eq!(load(containers, "exec-1").await, Some(later));
+    assert_eq!(load(containers, "exec-2").await, Some(other.clone()));
 
-    store
-        .clear_cursor(Integration::Containers, "exec-1")
-        .await
-        .expect("clears");
-    store
-        .clear_cursor(Integration::Containers, "exec-1")
-        .await
-        .expect("clearing twice is fine");
-    assert_eq!(
+    for _ in 0..2 {
         store
-            .load_cursor(Integration::Containers, "exec-1")
+            .clear_cursor(containers, "exec-1")
             .await
-            .ok(),
-        Some(None)
-    );
-    assert!(matches!(
-        store.load_cursor(Integration::Containers, "exec-2").await,
-        Ok(Some(_))
-    ));
+            .expect("clearing, also twice, is fine");
+    }
+    assert_eq!(load(containers, "exec-1").await, None);
+    assert_eq!(load(containers, "exec-2").await, Some(other));
 }
 
 fn strings(keys: &[&str]) -> Vec<String> {

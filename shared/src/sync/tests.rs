@@ -208,6 +208,21 @@ impl World {
     }
 
     /// One containers step with time to spare.
+    /// Changes one integration's stored config (the defaults when none is stored yet).
+    async fn configure(&self, integration: Integration, edit: impl FnOnce(&mut IntegrationConfig)) {
+        let stored = self
+            .store
+            .load_config(integration, at(12, 0))
+            .await
+            .expect("load");
+        let mut config = stored.unwrap_or_else(|| IntegrationConfig::default_for(integration));
+        edit(&mut config);
+        self.store
+            .save_config(&config, at(12, 0))
+            .await
+            .expect("save");
+    }
+
     async fn containers_step(&self, input: &StepInput) -> Result<StepOutput, SyncError> {
         run_step(Integration::Containers, self.deps(), input, far_deadline()).await
     }
@@ -278,13 +293,9 @@ async fn a_rerun_of_unchanged_data_reports_nothing_new_or_updated_and_moves_the_
     let world = World::new(10);
     world.chain("run-1").await.expect("first chain");
     // GIVEN the same data, with the watermark reset so the window covers it again
-    let mut config = world.config().await;
-    config.import_since = Some(at(7, 0));
     world
-        .store
-        .save_config(&config, at(12, 0))
-        .await
-        .expect("save");
+        .configure(Integration::Containers, |c| c.import_since = Some(at(7, 0)))
+        .await;
     world.clock.set(at(13, 0));
 
     // WHEN the chain runs again
@@ -432,13 +443,9 @@ async fn a_page_budget_makes_each_step_resume_several_times_with_an_exact_result
     let reference = World::new(12);
     reference.chain("run-1").await.expect("reference chain");
     let world = World::new(12);
-    let mut config = IntegrationConfig::default_for(Integration::Containers);
-    config.page_size = 3;
     world
-        .store
-        .save_config(&config, at(12, 0))
-        .await
-        .expect("save");
+        .configure(Integration::Containers, |c| c.page_size = 3)
+        .await;
 
     // WHEN every invocation may handle one page only
     let mut invocations = BTreeMap::new();
@@ -529,13 +536,9 @@ async fn a_bad_config_fails_the_run_with_a_clear_error_and_writes_no_data() {
 #[tokio::test]
 async fn an_inactive_integration_is_skipped_and_says_so() {
     let world = World::new(3);
-    let mut config = IntegrationConfig::default_for(Integration::Images);
-    config.active = false;
     world
-        .store
-        .save_config(&config, at(12, 0))
-        .await
-        .expect("save");
+        .configure(Integration::Images, |c| c.active = false)
+        .await;
 
     let outputs = world.chain("run-1").await.expect("chain");
 
@@ -612,13 +615,9 @@ async fn a_retry_after_the_last_step_succeeded_still_moves_the_watermark() {
     world.chain("run-1").await.expect("chain");
     let moved = world.config().await.import_since.expect("moved");
     // GIVEN the watermark write was lost after the KB run was recorded as succeeded
-    let mut config = world.config().await;
-    config.import_since = None;
     world
-        .store
-        .save_config(&config, at(12, 0))
-        .await
-        .expect("save");
+        .configure(Integration::Containers, |c| c.import_since = None)
+        .await;
 
     // WHEN the state machine retries the KB step
     let input = StepInput {
@@ -637,13 +636,9 @@ async fn a_retry_after_the_last_step_succeeded_still_moves_the_watermark() {
 #[tokio::test]
 async fn two_overlapping_runs_keep_their_own_cursors() {
     let world = World::new(12);
-    let mut config = IntegrationConfig::default_for(Integration::Containers);
-    config.page_size = 3;
     world
-        .store
-        .save_config(&config, at(12, 0))
-        .await
-        .expect("save");
+        .configure(Integration::Containers, |c| c.page_size = 3)
+        .await;
     let first = StepInput {
         run_id: "run-a".into(),
         trigger: Trigger::Schedule,
@@ -651,14 +646,7 @@ async fn two_overlapping_runs_keep_their_own_cursors() {
     };
 
     // GIVEN run A has synced one page of containers and paused
-    let paused = run_step(
-        Integration::Containers,
-        world.deps(),
-        &first,
-        far_deadline(),
-    )
-    .await
-    .expect("A");
+    let paused = world.containers_step(&first).await.expect("A");
     assert!(paused.more);
 
     // WHEN a manual run B starts and finishes meanwhile
@@ -669,14 +657,7 @@ async fn two_overlapping_runs_keep_their_own_cursors() {
         page_budget: None,
         ..first
     };
-    let done = run_step(
-        Integration::Containers,
-        world.deps(),
-        &resume,
-        far_deadline(),
-    )
-    .await
-    .expect("A");
+    let done = world.containers_step(&resume).await.expect("A");
     assert!(!done.more);
     let run_a = world.run(Integration::Containers, "run-a").await;
     assert_eq!(
